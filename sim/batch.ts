@@ -1,0 +1,135 @@
+// Batch execution: the TypeScript side writes REC_SIZE-byte access records (and value bytes)
+// into linear memory and calls runBatch once; no per-access call crosses the JS/WASM boundary.
+// Optional built-in handlers resolve monitoring faults in place, the way an in-guest #PF handler
+// or a VMM's exit handler would, and append what they saw to the dirty log.
+//
+// Dirty-log entry (16 bytes): u32 DLOG_* kind, u32 reserved, u64 address.
+import {
+  REC_SIZE, REC_GVA, REC_KIND, REC_SIZE_FIELD, REC_VALUE, ACC_VALUE,
+  FAULT_PF, FAULT_EPT_VIOLATION, FAULT_PML_FULL, PFEC_P, PFEC_WR, PFEC_RSVD, EQ_WRITE, EQ_SPP,
+  PTE_RW, PTE_SW_WP, EPT_W, EPT_SW_WP, INVEPT_SINGLE,
+  HANDLE_PF_WP, HANDLE_EPT_WP, HANDLE_PML_FULL, HANDLE_SPP, DLOG_PF, DLOG_EPT, DLOG_PML, DLOG_SPP,
+  CNT_HANDLED_PF, CNT_HANDLED_EPT, CNT_HANDLED_PML, CNT_HANDLED_SPP, ACC_KIND_MASK, ACC_READ,
+} from './consts';
+import {
+  batchBase, batchCap, valueBase, valueCap, dlogBase, dlogCap, fKind, fCode, fGva, fGpa, fAccess, fLevel,
+  pmlAddress, pmlIndex, setPmlIndex, physOk, phys64, setPhys64, count, commitFault, clearFault, eptp,
+} from './state';
+import { accessOne } from './access';
+import { translate, walkEntryHpa, walkEntryVal } from './walk';
+import { eptTranslate, eLeafHpa, eLeafVal, eUpperPerm, eLevel } from './ept';
+import { sppLeafHpa, sppDenied } from './spp';
+import { invlpg, invept } from './tlb';
+import { levelShift } from './pte';
+import { resetSteps } from './inspect';
+
+export const STATUS_DONE: i32 = 0;
+export const STATUS_FAULT: i32 = 1;
+export const STATUS_DLOG_FULL: i32 = 2;
+export const STATUS_BAD_RECORD: i32 = 3;
+
+export let status: i32 = STATUS_DONE;
+export let dlogCount: u32 = 0;
+export function dlogReset(): void { dlogCount = 0; }
+
+@inline function dlogRoom(n: u32): bool { return dlogCount + n <= dlogCap; }
+function dlogPush(kind: i32, addr: u64): void {
+  const p = dlogBase + (<usize>dlogCount << 4);
+  store<u32>(p, kind);
+  store<u32>(p, 0, 4);
+  store<u64>(p, addr, 8);
+  dlogCount++;
+}
+
+/** Guest-PT write protection: the in-guest #PF handler (set R/W, invlpg, retry). */
+function handlePf(): i32 {
+  if ((fCode & <u64>(PFEC_P | PFEC_WR | PFEC_RSVD)) != <u64>(PFEC_P | PFEC_WR)) return 0;
+  // Locate the leaf with a side-effect-free walk of the same address.
+  resetSteps();
+  const readAccess = (fAccess & ~ACC_KIND_MASK) | ACC_READ;
+  if (!translate<u8>(fGva, readAccess, 1)) { clearFault(); }
+  const level = fLevel;
+  const leaf = walkEntryVal(level);
+  if ((leaf & PTE_SW_WP) == 0 || (leaf & PTE_RW) != 0) return 0;
+  for (let l: u32 = 4; l > level; l--) if ((walkEntryVal(l) & PTE_RW) == 0) return 0;
+  if (!dlogRoom(1)) return -1;
+  setPhys64(walkEntryHpa(level), (leaf | PTE_RW) & ~PTE_SW_WP);
+  invlpg(fGva);
+  dlogPush(DLOG_PF, fGva & ~((<u64>1 << levelShift(level)) - 1));
+  count(CNT_HANDLED_PF);
+  return 1;
+}
+
+/** EPT write protection: the VMM's exit handler (set W, INVEPT single context, resume). */
+function handleEpt(): i32 {
+  if ((fCode & <u64>EQ_WRITE) == 0 || (fCode & <u64>EQ_SPP) != 0) return 0;
+  const gpa = fGpa;
+  resetSteps();
+  if (!eptTranslate<u8>(gpa, 0, 1, fGva, fAccess, 0)) { clearFault(); return 0; }
+  if ((eLeafVal & EPT_SW_WP) == 0 || (eLeafVal & EPT_W) != 0 || (eUpperPerm & <u32>EPT_W) == 0) return 0;
+  if (!dlogRoom(1)) return -1;
+  const leafHpa = eLeafHpa;
+  setPhys64(leafHpa, (eLeafVal | EPT_W) & ~EPT_SW_WP);
+  invept(INVEPT_SINGLE, eptp);
+  dlogPush(DLOG_EPT, gpa & ~((<u64>1 << levelShift(eLevel)) - 1));
+  count(CNT_HANDLED_EPT);
+  return 1;
+}
+
+/** PML full: drain the 512 logged GPAs and reset the index. */
+function handlePml(): i32 {
+  if (!dlogRoom(512)) return -1;
+  for (let i: u32 = 511; i != 0xffffffff; i--) {
+    const slot = pmlAddress + (<u64>i << 3);
+    if (physOk(slot, 8)) dlogPush(DLOG_PML, phys64(slot));
+  }
+  setPmlIndex(511);
+  count(CNT_HANDLED_PML);
+  return 1;
+}
+
+/** SPP: grant the sub-page the last SPP check denied (a wider write retries for the next). */
+function handleSpp(): i32 {
+  if (!dlogRoom(1)) return -1;
+  setPhys64(sppLeafHpa, phys64(sppLeafHpa) | (<u64>1 << (<u64>sppDenied << 1)));
+  dlogPush(DLOG_SPP, (fGpa & ~(<u64>0xfff)) | (<u64>sppDenied << 7));
+  count(CNT_HANDLED_SPP);
+  return 1;
+}
+
+function handle(handlers: u32): i32 {
+  if (fKind == FAULT_PF && (handlers & HANDLE_PF_WP) != 0) return handlePf();
+  if (fKind == FAULT_EPT_VIOLATION) {
+    if ((fCode & <u64>EQ_SPP) != 0) return (handlers & HANDLE_SPP) != 0 ? handleSpp() : 0;
+    if ((handlers & HANDLE_EPT_WP) != 0) return handleEpt();
+  }
+  if (fKind == FAULT_PML_FULL && (handlers & HANDLE_PML_FULL) != 0) return handlePml();
+  return 0;
+}
+
+/**
+ * Runs records [start, end). Returns the index of the first record not completed (end when all
+ * completed) and sets `status`: a fault the handlers did not resolve (the fault record names the
+ * record), a full dirty log (drain and resume at the returned index), or a malformed record.
+ */
+export function runBatch(start: u32, end: u32, handlers: u32): u32 {
+  status = STATUS_DONE;
+  if (end > batchCap) end = batchCap;
+  for (let i = start; i < end; i++) {
+    const r = batchBase + <usize>i * <usize>REC_SIZE;
+    const gva = load<u64>(r + REC_GVA);
+    const access = <u32>load<u8>(r + REC_KIND);
+    const size = <u32>load<u8>(r + REC_SIZE_FIELD);
+    const voff = load<u32>(r + REC_VALUE);
+    if (size == 0 || size > 64 || (access & 3) == 3 || ((access & ACC_VALUE) != 0 && <u64>voff + size > valueCap)) {
+      status = STATUS_BAD_RECORD;
+      return i;
+    }
+    while (!accessOne(gva, access, size, valueBase + <usize>voff)) {
+      const h = handlers != 0 ? handle(handlers) : 0;
+      if (h == 0) { commitFault(i); status = STATUS_FAULT; return i; }
+      if (h < 0) { status = STATUS_DLOG_FULL; return i; }
+    }
+  }
+  return end;
+}

@@ -1,0 +1,158 @@
+// EPT paging-structure entries (SDM Vol. 3C 29.3.2, Tables 29-1..29-6) and the architectural
+// and inspection EPT walks (29.3.3), with EPT accessed/dirty flags (29.3.5).
+//
+//  63   62   61   60:52   51:M  M-1:12   11     10   9  8  7   6     5:3  2  1  0
+//  SVE  ign. SPP  ignored rsvd  address  SW_WP ign. D  A  PS  IPAT  MT   X  W  R
+//
+// Bits 2:0 = 000b: not present. PML4E reserves bits 7:3; a non-leaf PDPTE/PDE reserves 6:3;
+// a 1 GiB leaf reserves 29:12 and a 2 MiB leaf 20:12. D exists in leaves only.
+import {
+  EPT_PS, EPT_A, EPT_D, EPT_SPP, EPT_W, EQ_READ, EQ_WRITE, EQ_FETCH, EQ_GLA_VALID, EQ_GLA_XLATE,
+  EQ_SPP, FAULT_EPT_VIOLATION, FAULT_EPT_MISCONFIG, FAULT_PML_FULL, EXIT_EPT_VIOLATION,
+  EXIT_EPT_MISCONFIG, EXIT_PML_FULL, STEP_EPT, STEP_F_LEAF, STEP_F_NOT_PRESENT, STEP_F_RSVD,
+  CNT_EPT_REFS, CNT_AD_WRITES,
+} from './consts';
+import {
+  rsvdHigh, eptExecOnly, eptGbPages, eptRoot, eptAd, addrMask, sppEnabled, pmlEnabled, pmlIndex,
+  physOk, phys64, setPhys64, raise, raiseBus, count,
+} from './state';
+import { levelShift } from './pte';
+import { pmlLog } from './pml';
+import { sppAllows, SPP_DENIED, SPP_GRANTED } from './spp';
+import { step } from './inspect';
+
+/** bits 29:12: reserved in an EPT PDPTE that maps a 1 GiB page */
+const RSVD_1G: u64 = 0x3ffff000;
+/** bits 20:12: reserved in an EPT PDE that maps a 2 MiB page */
+const RSVD_2M: u64 = 0x1ff000;
+
+/** EPT misconfiguration (29.3.3.1) of a present entry at `level`. */
+export function eptMisconfigured(e: u64, level: u32): bool {
+  const rwx = e & 7;
+  if (rwx == 2 || rwx == 6) return true; // write without read
+  if (rwx == 4 && !eptExecOnly) return true;
+  if ((e & rsvdHigh) != 0) return true;
+  if (level == 4) return (e & 0xf8) != 0;
+  if (level != 1 && (e & EPT_PS) == 0) return (e & 0x78) != 0;
+  if (level == 3 && !eptGbPages) return true;
+  const mt = (e >> 3) & 7;
+  if (mt == 2 || mt == 3 || mt == 7) return true;
+  if (level == 3) return (e & RSVD_1G) != 0;
+  if (level == 2) return (e & RSVD_2M) != 0;
+  return false;
+}
+
+@inline export function eptIsLeaf(e: u64, level: u32): bool { return level == 1 || (e & EPT_PS) != 0; }
+
+// Results of the last successful EPT translation.
+export let eHpa: u64 = 0;
+/** R/W/X ANDed over the entries used */
+export let ePerm: u32 = 0;
+/** R/W/X ANDed over the entries above the leaf */
+export let eUpperPerm: u32 = 0;
+export let eLevel: u32 = 0;
+export let eLeafHpa: u64 = 0;
+/** the leaf after this translation's A/D updates */
+export let eLeafVal: u64 = 0;
+
+// HPAs of the entries used, by level, for the accessed-flag updates.
+const used = memory.data(40);
+
+/**
+ * Translates `gpa` for an access of `acc` (EQ_READ / EQ_WRITE / EQ_FETCH bits) of `len` bytes.
+ * `guestLevel` is the guest level whose entry is being located (0: the final GPA); `gva` and
+ * `access` describe the linear access for the fault record. M = u64: the architectural walk
+ * (counts, sets A/D, logs to PML); M = u8: the inspection walk (records steps, changes nothing).
+ * Returns false with the fault raised.
+ */
+export function eptTranslate<M>(gpa: u64, acc: u32, len: u32, gva: u64, access: u32, guestLevel: u32): bool {
+  const inspect = sizeof<M>() == 1;
+  let table = eptRoot;
+  let perm: u32 = 7;
+  let upper: u32 = 7;
+  let level: u32 = 4;
+  let e: u64 = 0;
+  let eh: u64 = 0;
+  while (true) {
+    eh = table + (((gpa >> levelShift(level)) & 511) << 3);
+    if (!physOk(eh, 8)) { raiseBus(eh, gva, access); return false; }
+    e = phys64(eh);
+    const present = (e & 7) != 0;
+    const bad = present && eptMisconfigured(e, level);
+    const leaf = present && !bad && eptIsLeaf(e, level);
+    if (inspect) {
+      step(STEP_EPT, level, guestLevel, (present ? 0 : STEP_F_NOT_PRESENT) | (bad ? STEP_F_RSVD : 0) | (leaf ? STEP_F_LEAF : 0), eh, eh, e, gpa);
+    } else {
+      count(CNT_EPT_REFS);
+    }
+    store<u64>(used + (<usize>level << 3), eh);
+    upper = perm;
+    perm &= <u32>(e & 7);
+    if (!present) {
+      raise(FAULT_EPT_VIOLATION, gva, gpa, access, level, violationCode(acc, 0, guestLevel), EXIT_EPT_VIOLATION, guestLevel);
+      return false;
+    }
+    if (bad) {
+      raise(FAULT_EPT_MISCONFIG, gva, gpa, access, level, 0, EXIT_EPT_MISCONFIG, guestLevel);
+      return false;
+    }
+    if (leaf) break;
+    table = e & addrMask;
+    level--;
+  }
+  const size: u64 = <u64>1 << levelShift(level);
+  eHpa = (e & addrMask & ~(size - 1)) | (gpa & (size - 1));
+  ePerm = perm;
+  eUpperPerm = upper;
+  eLevel = level;
+  eLeafHpa = eh;
+  eLeafVal = e;
+
+  // Rights (29.3.3.2): a read needs R, a write W, a fetch X, ANDed over every level. A write
+  // that lacks W through a 4 KiB leaf with SPP set is decided by the sub-page permissions.
+  const denied = ((acc & EQ_READ) != 0 && (perm & 1) == 0) || ((acc & EQ_WRITE) != 0 && (perm & 2) == 0)
+    || ((acc & EQ_FETCH) != 0 && (perm & 4) == 0);
+  if (denied) {
+    const sppWrite = acc == EQ_WRITE && guestLevel == 0 && sppEnabled && level == 1 && (e & EPT_SPP) != 0;
+    if (!sppWrite) {
+      raise(FAULT_EPT_VIOLATION, gva, gpa, access, level, violationCode(acc, perm, guestLevel), EXIT_EPT_VIOLATION, guestLevel);
+      return false;
+    }
+    const s = sppAllows<M>(gpa, len, gva, access);
+    if (s != SPP_GRANTED) {
+      if (s == SPP_DENIED) {
+        raise(FAULT_EPT_VIOLATION, gva, gpa, access, level, violationCode(acc, perm, guestLevel) | EQ_SPP, EXIT_EPT_VIOLATION, guestLevel);
+      }
+      return false;
+    }
+  }
+
+  if (!eptAd) return true;
+  // EPT A/D (29.3.5): A in every entry used; D in the leaf for a write. A D flag going 0 -> 1
+  // with PML on needs a free log slot first, or the access ends in a PML-full exit untouched.
+  const dirty = (acc & EQ_WRITE) != 0 && (e & EPT_D) == 0;
+  if (dirty && pmlEnabled && pmlIndex > 511) {
+    raise(FAULT_PML_FULL, gva, gpa, access, level, 0, EXIT_PML_FULL, guestLevel);
+    return false;
+  }
+  if (inspect) return true;
+  for (let l: u32 = 4; l > level; l--) {
+    const p = load<u64>(used + (<usize>l << 3));
+    const v = phys64(p);
+    if ((v & EPT_A) == 0) { setPhys64(p, v | EPT_A); count(CNT_AD_WRITES); }
+  }
+  const v = phys64(eh);
+  const want = v | EPT_A | (dirty ? EPT_D : 0);
+  if (want != v) { setPhys64(eh, want); count(CNT_AD_WRITES); }
+  eLeafVal = want;
+  if (dirty && pmlEnabled && (v & EPT_D) == 0) pmlLog(gpa);
+  return true;
+}
+
+/** Exit qualification of an EPT violation (28.2.1, Table 28-7). */
+@inline export function violationCode(acc: u32, perm: u32, guestLevel: u32): u64 {
+  return <u64>(acc | (perm << 3) | EQ_GLA_VALID | (guestLevel == 0 ? EQ_GLA_XLATE : 0));
+}
+
+/** Is the page at `gpa` writable through an entry chain whose upper levels allow writes? */
+@inline export function eptUpperWritable(): bool { return (eUpperPerm & <u32>EPT_W) != 0; }

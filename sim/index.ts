@@ -1,0 +1,97 @@
+// The simulator's WASM exports. Layout: control areas first, host-physical memory last.
+import { CNT_COUNT, FR_SIZE, STEP_MAX, STEP_SIZE, FAULT_NONE, FAULT_GP, REC_SIZE } from './consts';
+import {
+  setLayout, setSizes, setMaxPhyAddr, setGuest as stGuest, setEpt as stEpt, setVpid as stVpid,
+  setPml as stPml, setSpp as stSpp, pmlIndex, resetCounters as stResetCounters, commitFault, clearFault,
+  raise, raiseBus, physOk, fKind, cntBase, faultBase, stepBase, dlogBase, batchBase, valueBase, physBase,
+} from './state';
+import { tlbBytes, invlpg as tlbInvlpg, invvpid as tlbInvvpid, invept as tlbInvept } from './tlb';
+import { accessOne, aHpa, canonical } from './access';
+import { translate, tHpa, VEC_GP } from './walk';
+import { runBatch as batchRun, status, dlogCount as dlCount, dlogReset as dlReset } from './batch';
+import { resetSteps, stepCount as stCount } from './inspect';
+
+export const ERR_TOO_BIG: i32 = 1;
+export const ERR_SETS: i32 = 2;
+export const ERR_MAXPHYADDR: i32 = 3;
+
+@inline function align(v: usize, a: usize): usize { return (v + a - 1) & ~(a - 1); }
+
+/**
+ * Lays out memory for `physBytes` of host memory, a TLB of sets x ways, and the dirty-log, batch
+ * and value areas. Everything starts zeroed. Returns 0 or an ERR_* code.
+ */
+export function init(physBytes: u64, sets: u32, ways: u32, dlogCap: u32, batchCap: u32, valueCap: u32, maxPhy: u32): i32 {
+  if (sets == 0 || (sets & (sets - 1)) != 0) return ERR_SETS;
+  if (maxPhy < 36 || maxPhy > 52) return ERR_MAXPHYADDR;
+  let p = align(__heap_base, 64);
+  const cnt = p; p += <usize>CNT_COUNT << 3;
+  const fault = p; p += <usize>FR_SIZE;
+  const steps = p; p += <usize>STEP_MAX * <usize>STEP_SIZE;
+  const tlb = align(p, 64); p = tlb + tlbBytes(sets, ways);
+  const dlog = align(p, 64); p = dlog + (<usize>dlogCap << 4);
+  const batch = align(p, 64); p = batch + <usize>batchCap * <usize>REC_SIZE;
+  const value = p; p += <usize>valueCap;
+  const phys = align(p, 4096);
+  const end = <u64>phys + physBytes;
+  if (end > 0xffff0000) return ERR_TOO_BIG;
+  const pages = <i32>((end + 0xffff) >> 16);
+  const have = memory.size();
+  if (pages > have && memory.grow(pages - have) < 0) return ERR_TOO_BIG;
+  memory.fill(cnt, 0, <usize>end - cnt);
+  setLayout(cnt, fault, steps, tlb, 0, dlog, batch, value, phys);
+  setSizes(physBytes, sets, ways, 0, dlogCap, batchCap, valueCap);
+  setMaxPhyAddr(maxPhy);
+  dlReset();
+  return 0;
+}
+
+export function cntPtr(): usize { return cntBase; }
+export function faultPtr(): usize { return faultBase; }
+export function stepPtr(): usize { return stepBase; }
+export function dlogPtr(): usize { return dlogBase; }
+export function batchPtr(): usize { return batchBase; }
+export function valuePtr(): usize { return valueBase; }
+export function physPtr(): usize { return physBase; }
+
+export function setGuest(cr3: u64, wp: bool, nxe: bool, gbPages: bool): void { stGuest(cr3, wp, nxe, gbPages); }
+export function setEpt(eptp: u64, execOnly: bool, gbPages: bool): void { stEpt(eptp, execOnly, gbPages); }
+export function setVpid(v: u32): void { stVpid(v); }
+export function setPml(enabled: bool, address: u64, index: u32): void { stPml(enabled, address, index); }
+export function getPmlIndex(): u32 { return pmlIndex; }
+export function setSpp(enabled: bool, spptp: u64): void { stSpp(enabled, spptp); }
+export function resetCounters(): void { stResetCounters(); }
+
+/** One architectural access. Returns the FAULT_* kind (0: done, HPA in lastHpa()). */
+export function access(gva: u64, acc: u32, size: u32, value: usize): i32 {
+  clearFault();
+  if (accessOne(gva, acc, size, value)) return FAULT_NONE;
+  commitFault(0);
+  return fKind;
+}
+export function lastHpa(): u64 { return aHpa; }
+
+/** The inspection walk of the page of `gva`: steps recorded, nothing changed. */
+export function inspect(gva: u64, acc: u32): i32 {
+  resetSteps();
+  clearFault();
+  if (!canonical(gva)) raise(FAULT_GP, gva, 0, acc, 0, 0, VEC_GP, 0);
+  else if (translate<u8>(gva, acc, 1)) {
+    inspectHpa = tHpa;
+    if (!physOk(tHpa, 1)) raiseBus(tHpa, gva, acc);
+  }
+  if (fKind != FAULT_NONE) commitFault(0);
+  return fKind;
+}
+let inspectHpa: u64 = 0;
+export function inspectResultHpa(): u64 { return inspectHpa; }
+export function stepCount(): u32 { return stCount; }
+
+export function runBatch(start: u32, end: u32, handlers: u32): u32 { return batchRun(start, end, handlers); }
+export function batchStatus(): i32 { return status; }
+export function dlogCount(): u32 { return dlCount; }
+export function dlogReset(): void { dlReset(); }
+
+export function invlpg(gva: u64): void { tlbInvlpg(gva); }
+export function invvpid(type: i32, v: u32, gva: u64): void { tlbInvvpid(type, v, gva); }
+export function invept(type: i32, eptp: u64): void { tlbInvept(type, eptp); }

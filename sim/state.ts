@@ -1,0 +1,126 @@
+// Machine state shared by every structure: the simulated host memory, the vCPU registers and
+// VMCS fields that translation reads, the counters, and the last fault. Everything lives in
+// WASM linear memory or globals; nothing is allocated per access.
+import {
+  CNT_COUNT, FR_SIZE, STEP_MAX, STEP_SIZE, FAULT_NONE, FAULT_BUS, CNT_BUS,
+  FR_KIND, FR_GVA, FR_GPA, FR_ACCESS, FR_LEVEL, FR_CODE, FR_EXIT_REASON, FR_GUEST_LEVEL, FR_INDEX,
+} from './consts';
+
+// Layout of linear memory, fixed by init(): control areas first, host-physical memory last so
+// that it can be as large as the configuration asks.
+export let cntBase: usize = 0;
+export let faultBase: usize = 0;
+export let stepBase: usize = 0;
+export let tlbBase: usize = 0;
+export let pscBase: usize = 0;
+export let dlogBase: usize = 0;
+export let batchBase: usize = 0;
+export let valueBase: usize = 0;
+export let physBase: usize = 0;
+
+export let physBytes: u64 = 0;
+export let tlbSets: u32 = 0;
+export let tlbWays: u32 = 0;
+export let pscEntries: u32 = 0;
+export let dlogCap: u32 = 0;
+export let batchCap: u32 = 0;
+export let valueCap: u32 = 0;
+
+// MAXPHYADDR and the masks it implies.
+export let maxPhyAddr: u32 = 46;
+/** bits MAXPHYADDR-1:12 */
+export let addrMask: u64 = 0;
+/** bits 51:MAXPHYADDR (reserved in every paging-structure entry) */
+export let rsvdHigh: u64 = 0;
+
+// vCPU registers and VMCS fields.
+export let cr3: u64 = 0;
+export let cr0Wp: bool = true;
+export let efNxe: bool = true;
+export let gbPages: bool = true;
+export let eptp: u64 = 0;
+export let eptRoot: u64 = 0;
+export let eptAd: bool = false;
+export let eptExecOnly: bool = true;
+export let eptGbPages: bool = true;
+export let vpid: u32 = 0;
+export let pmlEnabled: bool = false;
+export let pmlAddress: u64 = 0;
+export let pmlIndex: u32 = 511;
+export let sppEnabled: bool = false;
+export let spptp: u64 = 0;
+export let pscEnabled: bool = false;
+
+export function setLayout(
+  cnt: usize, fault: usize, step: usize, tlb: usize, psc: usize, dlog: usize, batch: usize, value: usize, phys: usize,
+): void {
+  cntBase = cnt; faultBase = fault; stepBase = step; tlbBase = tlb; pscBase = psc;
+  dlogBase = dlog; batchBase = batch; valueBase = value; physBase = phys;
+}
+export function setSizes(pb: u64, sets: u32, ways: u32, psc: u32, dlog: u32, batch: u32, value: u32): void {
+  physBytes = pb; tlbSets = sets; tlbWays = ways; pscEntries = psc; dlogCap = dlog; batchCap = batch; valueCap = value;
+}
+export function setMaxPhyAddr(m: u32): void {
+  maxPhyAddr = m;
+  const below: u64 = (<u64>1 << m) - 1;
+  addrMask = below & ~(<u64>0xfff);
+  rsvdHigh = 0x000fffffffffffff & ~below;
+}
+export function setGuest(c3: u64, wp: bool, nxe: bool, gb: bool): void { cr3 = c3; cr0Wp = wp; efNxe = nxe; gbPages = gb; }
+export function setEpt(p: u64, execOnly: bool, gb: bool): void {
+  eptp = p; eptRoot = p & addrMask; eptAd = (p & 0x40) != 0; eptExecOnly = execOnly; eptGbPages = gb;
+}
+export function setVpid(v: u32): void { vpid = v & 0xffff; }
+export function setPml(en: bool, addr: u64, index: u32): void { pmlEnabled = en; pmlAddress = addr; pmlIndex = index & 0xffff; }
+export function setPmlIndex(index: u32): void { pmlIndex = index & 0xffff; }
+export function setSpp(en: bool, p: u64): void { sppEnabled = en; spptp = p; }
+export function setPsc(en: bool): void { pscEnabled = en; }
+
+// Counters.
+@inline export function count(i: i32): void {
+  const p = cntBase + (<usize>i << 3);
+  store<u64>(p, load<u64>(p) + 1);
+}
+@inline export function countBy(i: i32, n: u64): void {
+  const p = cntBase + (<usize>i << 3);
+  store<u64>(p, load<u64>(p) + n);
+}
+export function resetCounters(): void { memory.fill(cntBase, 0, <usize>CNT_COUNT << 3); }
+
+// Host-physical memory. Bounds are checked on every table read so a broken table reports
+// FAULT_BUS instead of reading outside the simulated memory.
+@inline export function physOk(hpa: u64, len: u64): bool { return hpa + len <= physBytes; }
+@inline export function phys64(hpa: u64): u64 { return load<u64>(physBase + <usize>hpa); }
+@inline export function setPhys64(hpa: u64, v: u64): void { store<u64>(physBase + <usize>hpa, v); }
+
+// The last fault, written to the fault record by commitFault().
+export let fKind: i32 = FAULT_NONE;
+export let fGva: u64 = 0;
+export let fGpa: u64 = 0;
+export let fAccess: u32 = 0;
+export let fLevel: u32 = 0;
+export let fCode: u64 = 0;
+export let fExit: u32 = 0;
+export let fGuestLevel: u32 = 0;
+
+export function raise(kind: i32, gva: u64, gpa: u64, access: u32, level: u32, code: u64, exit: u32, guestLevel: u32): void {
+  fKind = kind; fGva = gva; fGpa = gpa; fAccess = access; fLevel = level; fCode = code; fExit = exit; fGuestLevel = guestLevel;
+}
+export function raiseBus(hpa: u64, gva: u64, access: u32): void {
+  raise(FAULT_BUS, gva, hpa, access, 0, 0, 0, 0);
+}
+export function clearFault(): void { fKind = FAULT_NONE; }
+export function commitFault(index: u64): void {
+  store<u64>(faultBase + FR_KIND, <u64>fKind);
+  store<u64>(faultBase + FR_GVA, fGva);
+  store<u64>(faultBase + FR_GPA, fGpa);
+  store<u64>(faultBase + FR_ACCESS, <u64>fAccess);
+  store<u64>(faultBase + FR_LEVEL, <u64>fLevel);
+  store<u64>(faultBase + FR_CODE, fCode);
+  store<u64>(faultBase + FR_EXIT_REASON, <u64>fExit);
+  store<u64>(faultBase + FR_GUEST_LEVEL, <u64>fGuestLevel);
+  store<u64>(faultBase + FR_INDEX, index);
+  if (fKind == FAULT_BUS) count(CNT_BUS);
+}
+
+export const AREA_SIZES_FIXED: usize = (<usize>CNT_COUNT << 3) + <usize>FR_SIZE + <usize>STEP_MAX * <usize>STEP_SIZE;

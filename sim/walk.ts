@@ -1,0 +1,146 @@
+// The 2D walk (SDM Vol. 3A 4.5 with Vol. 3C 29.3.3): each guest paging-structure entry is located
+// by translating its GPA through the EPT, then read; the final GPA is translated once more.
+// A cold 4 KiB/4 KiB translation reads 4 x (4 + 1) + 4 = 24 entries.
+import {
+  PTE_P, PTE_RW, PTE_US, PTE_XD, PTE_A, PTE_D, PTE_G, EPT_SPP,
+  PFEC_P, PFEC_WR, PFEC_US, PFEC_RSVD, PFEC_ID, EQ_READ, EQ_WRITE, EQ_FETCH,
+  ACC_WRITE, ACC_FETCH, ACC_READ, ACC_USER, ACC_KIND_MASK,
+  FAULT_PF, FAULT_EPT_VIOLATION, EXIT_EPT_VIOLATION,
+  STEP_GUEST, STEP_F_LEAF, STEP_F_NOT_PRESENT, STEP_F_RSVD,
+  CNT_WALKS, CNT_GUEST_REFS, CNT_AD_WRITES,
+} from './consts';
+import { cr3, addrMask, cr0Wp, efNxe, eptAd, physOk, phys64, setPhys64, raise, raiseBus, count } from './state';
+import { levelShift, pteReserved, pteIsLeaf } from './pte';
+import { eptTranslate, eHpa, ePerm, eLevel, eLeafVal, violationCode } from './ept';
+import { step, patchLastFlags } from './inspect';
+import { TF_RW, TF_US, TF_XD, TF_ER, TF_EW, TF_EX, TF_GD, TF_ED, TF_SPP, TF_G } from './tlb';
+
+/** Vector numbers stored as the exit-reason field of guest exceptions. */
+export const VEC_PF: u32 = 14;
+export const VEC_GP: u32 = 13;
+
+// Per guest level (index 1..4) of the last walk: the entry's GPA, HPA, value as read, the EPT
+// rights and EPT leaf level of the translation that located it.
+const wGpa = memory.data(40);
+const wHpa = memory.data(40);
+const wVal = memory.data(40);
+const wPerm = memory.data(20);
+const wEptLevel = memory.data(20);
+
+// Result of the last successful translation of one page.
+export let tHpa: u64 = 0;
+export let tGpa: u64 = 0;
+/** TF_* flags for the TLB and guest/EPT leaf levels in bits 19:16 and 23:20 */
+export let tFlags: u32 = 0;
+/** guest leaf level and its entry's HPA (for the write-protect handler) */
+export let tLeafLevel: u32 = 0;
+export let tLeafHpa: u64 = 0;
+
+@inline export function eqAccess(kind: u32): u32 {
+  return kind == ACC_WRITE ? EQ_WRITE : kind == ACC_FETCH ? EQ_FETCH : EQ_READ;
+}
+
+/** #PF error code (4.7) for `access` with the P and RSVD bits given. */
+@inline export function pfCode(access: u32, bits: u32): u64 {
+  const kind = access & ACC_KIND_MASK;
+  return <u64>(bits | (kind == ACC_WRITE ? PFEC_WR : 0) | ((access & ACC_USER) != 0 ? PFEC_US : 0)
+    | (kind == ACC_FETCH && efNxe ? PFEC_ID : 0));
+}
+
+/** Access rights (4.6) from R/W and U/S ANDed and XD ORed over the levels. */
+@inline export function guestAllows(access: u32, rw: bool, us: bool, xd: bool): bool {
+  const kind = access & ACC_KIND_MASK;
+  const user = (access & ACC_USER) != 0;
+  if (kind == ACC_READ) return !user || us;
+  if (kind == ACC_WRITE) return user ? us && rw : rw || !cr0Wp;
+  return (!user || us) && !(efNxe && xd);
+}
+
+/**
+ * Translates the page of `gva` for `access` (`len` bytes from `gva`, inside one page). M = u64:
+ * the architectural walk; M = u8: the inspection walk (steps recorded, nothing changed, outcome
+ * identical to the architectural walk with cold TLB). Returns false with the fault raised.
+ */
+export function translate<M>(gva: u64, access: u32, len: u32): bool {
+  const inspect = sizeof<M>() == 1;
+  const kind = access & ACC_KIND_MASK;
+  const write = kind == ACC_WRITE;
+  // Guest paging-structure accesses are reads, or writes for EPT when EPT A/D is on (29.3.5).
+  const psAcc: u32 = eptAd ? EQ_READ | EQ_WRITE : EQ_READ;
+  if (!inspect) count(CNT_WALKS);
+
+  let table = cr3 & addrMask;
+  let rw = true, us = true, xd = false;
+  let level: u32 = 4;
+  let e: u64 = 0;
+  while (true) {
+    const gpaE = table + (((gva >> levelShift(level)) & 511) << 3);
+    if (!eptTranslate<M>(gpaE, psAcc, 8, gva, access, level)) return false;
+    const hpaE = eHpa;
+    if (!physOk(hpaE, 8)) { raiseBus(hpaE, gva, access); return false; }
+    e = phys64(hpaE);
+    if (inspect) step(STEP_GUEST, level, level, 0, gpaE, hpaE, e, gva);
+    else count(CNT_GUEST_REFS);
+    store<u64>(wGpa + (<usize>level << 3), gpaE);
+    store<u64>(wHpa + (<usize>level << 3), hpaE);
+    store<u64>(wVal + (<usize>level << 3), e);
+    store<u32>(wPerm + (<usize>level << 2), ePerm);
+    store<u32>(wEptLevel + (<usize>level << 2), eLevel);
+    if ((e & PTE_P) == 0) {
+      if (inspect) patchLastFlags(STEP_F_NOT_PRESENT);
+      raise(FAULT_PF, gva, 0, access, level, pfCode(access, 0), VEC_PF, 0);
+      return false;
+    }
+    if (pteReserved(e, level) != 0) {
+      if (inspect) patchLastFlags(STEP_F_RSVD);
+      raise(FAULT_PF, gva, 0, access, level, pfCode(access, PFEC_P | PFEC_RSVD), VEC_PF, 0);
+      return false;
+    }
+    rw = rw && (e & PTE_RW) != 0;
+    us = us && (e & PTE_US) != 0;
+    xd = xd || (e & PTE_XD) != 0;
+    if (pteIsLeaf(e, level)) break;
+    table = e & addrMask;
+    level--;
+  }
+  if (inspect) patchLastFlags(STEP_F_LEAF);
+  const size: u64 = <u64>1 << levelShift(level);
+  const gpa = (e & addrMask & ~(size - 1)) | (gva & (size - 1));
+
+  if (!guestAllows(access, rw, us, xd)) {
+    raise(FAULT_PF, gva, 0, access, level, pfCode(access, PFEC_P), VEC_PF, 0);
+    return false;
+  }
+
+  // Guest A/D (4.8), top down, each a locked write to the entry's GPA that needs EPT W.
+  for (let l: u32 = 4; l >= level; l--) {
+    const hpaE = load<u64>(wHpa + (<usize>l << 3));
+    const v = inspect ? load<u64>(wVal + (<usize>l << 3)) : phys64(hpaE);
+    const need = ((v & PTE_A) == 0 ? PTE_A : 0) | (l == level && write && (v & PTE_D) == 0 ? PTE_D : 0);
+    if (need == 0) continue;
+    const perm = load<u32>(wPerm + (<usize>l << 2));
+    if ((perm & 2) == 0) {
+      raise(FAULT_EPT_VIOLATION, gva, load<u64>(wGpa + (<usize>l << 3)), access, load<u32>(wEptLevel + (<usize>l << 2)),
+        violationCode(EQ_READ | EQ_WRITE, perm, l), EXIT_EPT_VIOLATION, l);
+      return false;
+    }
+    if (!inspect) { setPhys64(hpaE, v | need); count(CNT_AD_WRITES); }
+  }
+  tLeafLevel = level;
+  tLeafHpa = load<u64>(wHpa + (<usize>level << 3));
+  const leafD = write || (e & PTE_D) != 0;
+
+  if (!eptTranslate<M>(gpa, eqAccess(kind), len, gva, access, 0)) return false;
+  tHpa = eHpa;
+  tGpa = gpa;
+  tFlags = (rw ? TF_RW : 0) | (us ? TF_US : 0) | (xd ? TF_XD : 0)
+    | ((ePerm & 1) != 0 ? TF_ER : 0) | ((ePerm & 2) != 0 ? TF_EW : 0) | ((ePerm & 4) != 0 ? TF_EX : 0)
+    | (leafD ? TF_GD : 0) | (!eptAd || (eLeafVal & (1 << 9)) != 0 ? TF_ED : 0)
+    | (eLevel == 1 && (eLeafVal & EPT_SPP) != 0 ? TF_SPP : 0) | ((e & PTE_G) != 0 ? TF_G : 0)
+    | (level << 16) | (eLevel << 20);
+  return true;
+}
+
+/** The guest level's recorded entry (for handlers after an inspection walk). */
+export function walkEntryHpa(level: u32): u64 { return load<u64>(wHpa + (<usize>level << 3)); }
+export function walkEntryVal(level: u32): u64 { return load<u64>(wVal + (<usize>level << 3)); }
