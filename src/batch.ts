@@ -1,0 +1,35 @@
+// Fills the simulator's batch area with access records (layout: REC_* in the constants table).
+import { REC_SIZE, REC_GVA, REC_KIND, REC_SIZE_FIELD, REC_VALUE, ACC_VALUE } from './consts.ts';
+import type { Sim } from './sim.ts';
+
+export class BatchWriter {
+  private records: DataView;
+  private values: Uint8Array;
+  /** records written */
+  count = 0;
+  /** value bytes written */
+  valueBytes = 0;
+  constructor(private readonly sim: Sim) {
+    ({ records: this.records, values: this.values } = sim.batchView());
+  }
+  get full(): boolean { return this.count >= this.sim.batchCapacity; }
+  /** Appends one access; returns false when the batch (records or value bytes) is full. */
+  push(gva: bigint, acc: number, size: number, value?: Uint8Array): boolean {
+    if (size < 1 || size > 64 || !Number.isInteger(size)) throw new RangeError(`access size ${size} at GVA 0x${gva.toString(16)} is not 1..64`);
+    if (this.count >= this.sim.batchCapacity) return false;
+    if (value && this.valueBytes + size > this.values.length) return false;
+    const p = this.count * REC_SIZE;
+    const r = this.records;
+    r.setBigUint64(p + REC_GVA, BigInt.asUintN(64, gva), true);
+    r.setUint8(p + REC_KIND, value ? acc | ACC_VALUE : acc & ~ACC_VALUE);
+    r.setUint8(p + REC_SIZE_FIELD, size);
+    r.setUint32(p + REC_VALUE, this.valueBytes, true);
+    if (value) {
+      this.values.set(value.subarray(0, size), this.valueBytes);
+      this.valueBytes += size;
+    }
+    this.count++;
+    return true;
+  }
+  reset(): void { this.count = 0; this.valueBytes = 0; }
+}
