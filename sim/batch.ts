@@ -12,11 +12,11 @@ import {
   CNT_HANDLED_PF, CNT_HANDLED_EPT, CNT_HANDLED_PML, CNT_HANDLED_SPP, ACC_KIND_MASK, ACC_READ,
 } from './consts';
 import {
-  batchBase, batchCap, valueBase, valueCap, dlogBase, dlogCap, fKind, fCode, fGva, fGpa, fAccess, fLevel,
-  pmlAddress, pmlIndex, setPmlIndex, physOk, phys64, setPhys64, count, commitFault, clearFault, eptp,
+  batchBase, batchCap, valueBase, valueCap, dlogBase, dlogCap, fKind, fCode, fGva, fGpa, fAccess,
+  pmlAddress, setPmlIndex, physOk, phys64, setPhys64, count, commitFault, saveFault, restoreFault, eptp,
 } from './state';
 import { accessOne } from './access';
-import { translate, walkEntryHpa, walkEntryVal } from './walk';
+import { translate, walkEntryVal, tLeafLevel, tLeafHpa } from './walk';
 import { eptTranslate, eLeafHpa, eLeafVal, eUpperPerm, eLevel } from './ept';
 import { sppLeafHpa, sppDenied } from './spp';
 import { invlpg, invept } from './tlb';
@@ -42,34 +42,31 @@ function dlogPush(kind: i32, addr: u64): void {
 }
 
 /** Guest-PT write protection: the in-guest #PF handler (set R/W, invlpg, retry). */
-function handlePf(): i32 {
-  if ((fCode & <u64>(PFEC_P | PFEC_WR | PFEC_RSVD)) != <u64>(PFEC_P | PFEC_WR)) return 0;
-  // Locate the leaf with a side-effect-free walk of the same address.
+function handlePf(gva: u64, code: u64, access: u32): i32 {
+  if ((code & <u64>(PFEC_P | PFEC_WR | PFEC_RSVD)) != <u64>(PFEC_P | PFEC_WR)) return 0;
+  // Locate the leaf with a side-effect-free read walk of the same address.
   resetSteps();
-  const readAccess = (fAccess & ~ACC_KIND_MASK) | ACC_READ;
-  if (!translate<u8>(fGva, readAccess, 1)) { clearFault(); }
-  const level = fLevel;
+  if (!translate<u8>(gva, (access & ~ACC_KIND_MASK) | ACC_READ, 1)) return 0;
+  const level = tLeafLevel;
   const leaf = walkEntryVal(level);
   if ((leaf & PTE_SW_WP) == 0 || (leaf & PTE_RW) != 0) return 0;
   for (let l: u32 = 4; l > level; l--) if ((walkEntryVal(l) & PTE_RW) == 0) return 0;
   if (!dlogRoom(1)) return -1;
-  setPhys64(walkEntryHpa(level), (leaf | PTE_RW) & ~PTE_SW_WP);
-  invlpg(fGva);
-  dlogPush(DLOG_PF, fGva & ~((<u64>1 << levelShift(level)) - 1));
+  setPhys64(tLeafHpa, (leaf | PTE_RW) & ~PTE_SW_WP);
+  invlpg(gva);
+  dlogPush(DLOG_PF, gva & ~((<u64>1 << levelShift(level)) - 1));
   count(CNT_HANDLED_PF);
   return 1;
 }
 
 /** EPT write protection: the VMM's exit handler (set W, INVEPT single context, resume). */
-function handleEpt(): i32 {
-  if ((fCode & <u64>EQ_WRITE) == 0 || (fCode & <u64>EQ_SPP) != 0) return 0;
-  const gpa = fGpa;
+function handleEpt(gpa: u64, code: u64, gva: u64, access: u32): i32 {
+  if ((code & <u64>EQ_WRITE) == 0) return 0;
   resetSteps();
-  if (!eptTranslate<u8>(gpa, 0, 1, fGva, fAccess, 0)) { clearFault(); return 0; }
+  if (!eptTranslate<u8>(gpa, 0, 1, gva, access, 0)) return 0;
   if ((eLeafVal & EPT_SW_WP) == 0 || (eLeafVal & EPT_W) != 0 || (eUpperPerm & <u32>EPT_W) == 0) return 0;
   if (!dlogRoom(1)) return -1;
-  const leafHpa = eLeafHpa;
-  setPhys64(leafHpa, (eLeafVal | EPT_W) & ~EPT_SW_WP);
+  setPhys64(eLeafHpa, (eLeafVal | EPT_W) & ~EPT_SW_WP);
   invept(INVEPT_SINGLE, eptp);
   dlogPush(DLOG_EPT, gpa & ~((<u64>1 << levelShift(eLevel)) - 1));
   count(CNT_HANDLED_EPT);
@@ -98,13 +95,17 @@ function handleSpp(): i32 {
 }
 
 function handle(handlers: u32): i32 {
-  if (fKind == FAULT_PF && (handlers & HANDLE_PF_WP) != 0) return handlePf();
-  if (fKind == FAULT_EPT_VIOLATION) {
-    if ((fCode & <u64>EQ_SPP) != 0) return (handlers & HANDLE_SPP) != 0 ? handleSpp() : 0;
-    if ((handlers & HANDLE_EPT_WP) != 0) return handleEpt();
-  }
-  if (fKind == FAULT_PML_FULL && (handlers & HANDLE_PML_FULL) != 0) return handlePml();
-  return 0;
+  saveFault();
+  const kind = fKind, code = fCode, gva = fGva, gpa = fGpa, access = fAccess;
+  let h = 0;
+  if (kind == FAULT_PF) {
+    if ((handlers & HANDLE_PF_WP) != 0) h = handlePf(gva, code, access);
+  } else if (kind == FAULT_EPT_VIOLATION) {
+    if ((code & <u64>EQ_SPP) != 0) { if ((handlers & HANDLE_SPP) != 0) h = handleSpp(); }
+    else if ((handlers & HANDLE_EPT_WP) != 0) h = handleEpt(gpa, code, gva, access);
+  } else if (kind == FAULT_PML_FULL && (handlers & HANDLE_PML_FULL) != 0) h = handlePml();
+  if (h <= 0) restoreFault();
+  return h;
 }
 
 /**

@@ -110,6 +110,15 @@ export function raiseBus(hpa: u64, gva: u64, access: u32): void {
   raise(FAULT_BUS, gva, hpa, access, 0, 0, 0, 0);
 }
 export function clearFault(): void { fKind = FAULT_NONE; }
+
+// Handlers walk again to find what to fix; the fault they were called for is kept aside.
+let sKind: i32 = 0, sGva: u64 = 0, sGpa: u64 = 0, sAccess: u32 = 0, sLevel: u32 = 0, sCode: u64 = 0, sExit: u32 = 0, sGuestLevel: u32 = 0;
+export function saveFault(): void {
+  sKind = fKind; sGva = fGva; sGpa = fGpa; sAccess = fAccess; sLevel = fLevel; sCode = fCode; sExit = fExit; sGuestLevel = fGuestLevel;
+}
+export function restoreFault(): void {
+  fKind = sKind; fGva = sGva; fGpa = sGpa; fAccess = sAccess; fLevel = sLevel; fCode = sCode; fExit = sExit; fGuestLevel = sGuestLevel;
+}
 export function commitFault(index: u64): void {
   store<u64>(faultBase + FR_KIND, <u64>fKind);
   store<u64>(faultBase + FR_GVA, fGva);

@@ -67,8 +67,10 @@ abstract class Radix {
     }
     const i = (va >> shiftOf(leafLevel)) & 511n;
     const old = this.read(table, i);
-    if (this.isPresent(old) && !this.isLeaf(old, leafLevel)) {
-      throw new RangeError(`${this.name}: ${hex(va)} (${hex(size)} page) overlaps smaller pages already mapped there`);
+    if (this.isPresent(old)) {
+      throw new RangeError(this.isLeaf(old, leafLevel)
+        ? `${this.name}: ${hex(va)} is already mapped (unmap it first)`
+        : `${this.name}: ${hex(va)} (${hex(size)} page) overlaps smaller pages already mapped there`);
     }
     this.write(table, i, entry);
   }

@@ -1,0 +1,109 @@
+// The Mmu interface: everything the core (replay, allocator, monitor, checkpointer) asks of a
+// machine that translates GVA -> GPA -> HPA. The simulator (src/sim-mmu.ts) implements it now;
+// the KVM backend (hw/) implements the same interface over /dev/kvm memslots and a real guest.
+//
+// Vocabulary (../shared/DESIGN.md): a *frame* is a 4 KiB page of the data frame pool, named by
+// its index. A *plane* is a GPA window onto frames: plane page GPA `base + i*4096` is frame
+// `first + i`. K planes over the same frames are the alias planes of the spread layout.
+import type { FaultRecord } from './sim.ts';
+import type { Counters } from './counters.ts';
+
+export type { FaultRecord, Counters };
+
+export type BackendName = 'sim' | 'kvm';
+
+export interface GuestPageFlags {
+  /** R/W: writes allowed (default true) */
+  writable?: boolean;
+  /** U/S: user-mode accesses allowed (default true) */
+  user?: boolean;
+  /** XD: instruction fetches not allowed (default false) */
+  noExec?: boolean;
+}
+
+export interface PlaneOptions {
+  /** EPT W (memslot not read-only) (default true) */
+  writable?: boolean;
+  /** EPT X (default true) */
+  exec?: boolean;
+}
+
+/** Where a monitored write was seen. */
+export interface DirtyEntry {
+  /** 'pf': guest page unprotected by the in-guest #PF handler (addr = GVA page);
+   *  'ept': GPA page unprotected by the EPT exit handler; 'pml': GPA page from the PML log;
+   *  'spp': 128-byte GPA sub-page granted by the SPP handler */
+  source: 'pf' | 'ept' | 'pml' | 'spp';
+  addr: bigint;
+}
+
+export interface Handlers {
+  /** resolve #PF on writes to pages write-protected with protectGva (the in-guest monitor) */
+  guestWriteProtect?: boolean;
+  /** resolve EPT violations on writes to GPA pages write-protected with protectGpa */
+  eptWriteProtect?: boolean;
+  /** drain a full PML log and continue */
+  pmlFull?: boolean;
+  /** grant denied SPP sub-pages and continue */
+  spp?: boolean;
+}
+
+export interface RunResult {
+  /** index of the first access not completed (= the batch length when all completed) */
+  next: number;
+  /** 'done'; 'fault': `fault` stopped access `next`; 'log-full': drain dirty() and run again */
+  status: 'done' | 'fault' | 'log-full';
+  fault: FaultRecord | null;
+}
+
+/** Accesses are queued here and executed by run() in one call into the backend. */
+export interface AccessSink {
+  /** Queues an access (ACC_* kind and flags, 1..64 bytes, optional bytes to store); false when full. */
+  push(gva: bigint, acc: number, size: number, value?: Uint8Array): boolean;
+  readonly count: number;
+  readonly full: boolean;
+  reset(): void;
+}
+
+export interface Mmu {
+  readonly backend: BackendName;
+  /** why this backend was chosen (printed by tools) */
+  readonly reason: string;
+  readonly maxPhyAddr: number;
+  /** frames in the data frame pool */
+  readonly frames: number;
+
+  // Address-space setup.
+  /** Maps plane pages GPA [gpa, gpa + count*4K) onto frames [first, first + count). */
+  mapPlane(gpa: bigint, first: number, count: number, opts?: PlaneOptions): void;
+  /** Maps GVA pages [gva, gva + count*4K) to GPA pages [gpa, ...) in the guest page table. */
+  mapGva(gva: bigint, gpa: bigint, count: number, flags?: GuestPageFlags): void;
+  /** Points existing GVA pages at other GPA pages (granularity changes) and invalidates them. */
+  remapGva(gva: bigint, gpa: bigint, count: number): void;
+  unmapGva(gva: bigint, count: number): void;
+  /** Guest-PT write protection of GVA pages (true) or its removal (false), with invalidation. */
+  protectGva(gva: bigint, count: number, protect: boolean): void;
+  /** EPT-level write protection of GPA pages (true) or its removal (false), with invalidation. */
+  protectGpa(gpa: bigint, count: number, protect: boolean): void;
+
+  // Execution.
+  readonly batch: AccessSink;
+  /** Runs the queued accesses from `start`; built-in handlers resolve monitoring faults. */
+  run(start?: number, handlers?: Handlers): Promise<RunResult>;
+
+  // Harvesting.
+  /** Units seen by the built-in handlers since the last call. */
+  dirty(): DirtyEntry[];
+  /** GPA pages whose EPT D flag is set in [gpa, gpa + count*4K); clears the flags (and invalidates). */
+  harvestEptDirty(gpa: bigint, count: number): bigint[];
+  /** Drains the PML log (GPAs logged since the last drain) and resets its index. */
+  harvestPml(): bigint[];
+
+  // Data.
+  readFrame(frame: number, offset: number, len: number): Uint8Array;
+  writeFrame(frame: number, offset: number, bytes: Uint8Array): void;
+
+  counters(): Counters;
+  resetCounters(): void;
+  close(): Promise<void>;
+}
