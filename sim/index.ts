@@ -5,6 +5,7 @@ import {
   setPml as stPml, setSpp as stSpp, pmlIndex, resetCounters as stResetCounters, commitFault, clearFault,
   raise, raiseBus, physOk, fKind, cntBase, faultBase, stepBase, dlogBase, batchBase, valueBase, physBase,
 } from './state';
+import { PSC_ENTRY } from './psc';
 import { tlbBytes, invlpg as tlbInvlpg, invvpid as tlbInvvpid, invept as tlbInvept } from './tlb';
 import { accessOne, aHpa, canonical } from './access';
 import { translate, tHpa, VEC_GP } from './walk';
@@ -12,23 +13,27 @@ import { runBatch as batchRun, status, dlogCount as dlCount, dlogReset as dlRese
 import { resetSteps, stepCount as stCount } from './inspect';
 
 export const ERR_TOO_BIG: i32 = 1;
+/** TLB sets or PDE-cache entries not a power of two */
 export const ERR_SETS: i32 = 2;
 export const ERR_MAXPHYADDR: i32 = 3;
 
 @inline function align(v: usize, a: usize): usize { return (v + a - 1) & ~(a - 1); }
 
 /**
- * Lays out memory for `physBytes` of host memory, a TLB of sets x ways, and the dirty-log, batch
+ * Lays out memory for `physBytes` of host memory, a TLB of sets x ways, a PDE cache of pscN
+ * entries (0: none), and the dirty-log, batch
  * and value areas. Everything starts zeroed. Returns 0 or an ERR_* code.
  */
-export function init(physBytes: u64, sets: u32, ways: u32, dlogCap: u32, batchCap: u32, valueCap: u32, maxPhy: u32): i32 {
+export function init(physBytes: u64, sets: u32, ways: u32, pscN: u32, dlogCap: u32, batchCap: u32, valueCap: u32, maxPhy: u32): i32 {
   if (sets == 0 || (sets & (sets - 1)) != 0) return ERR_SETS;
+  if ((pscN & (pscN - 1)) != 0) return ERR_SETS;
   if (maxPhy < 36 || maxPhy > 52) return ERR_MAXPHYADDR;
   let p = align(__heap_base, 64);
   const cnt = p; p += <usize>CNT_COUNT << 3;
   const fault = p; p += <usize>FR_SIZE;
   const steps = p; p += <usize>STEP_MAX * <usize>STEP_SIZE;
   const tlb = align(p, 64); p = tlb + tlbBytes(sets, ways);
+  const psc = align(p, 64); p = psc + <usize>pscN * PSC_ENTRY;
   const dlog = align(p, 64); p = dlog + (<usize>dlogCap << 4);
   const batch = align(p, 64); p = batch + <usize>batchCap * <usize>REC_SIZE;
   const value = p; p += <usize>valueCap;
@@ -39,8 +44,8 @@ export function init(physBytes: u64, sets: u32, ways: u32, dlogCap: u32, batchCa
   const have = memory.size();
   if (pages > have && memory.grow(pages - have) < 0) return ERR_TOO_BIG;
   memory.fill(cnt, 0, <usize>end - cnt);
-  setLayout(cnt, fault, steps, tlb, 0, dlog, batch, value, phys);
-  setSizes(physBytes, sets, ways, 0, dlogCap, batchCap, valueCap);
+  setLayout(cnt, fault, steps, tlb, psc, dlog, batch, value, phys);
+  setSizes(physBytes, sets, ways, pscN, dlogCap, batchCap, valueCap);
   setMaxPhyAddr(maxPhy);
   dlReset();
   return 0;

@@ -11,6 +11,7 @@
 //  36  u32  VPID
 import { CNT_INVLPG, CNT_INVVPID, CNT_INVEPT, INVVPID_ADDR, INVVPID_SINGLE, INVVPID_ALL, INVVPID_SINGLE_NONGLOBAL, INVEPT_SINGLE } from './consts';
 import { tlbBase, tlbSets, tlbWays, vpid, eptp, addrMask, count } from './state';
+import { pscFlush } from './psc';
 
 export const TLB_ENTRY: usize = 40;
 
@@ -71,6 +72,7 @@ export function tlbFill(vpn: u64, hpaPage: u64, gpaPage: u64, flags: u32): void 
 /** INVLPG: the page's mappings for the current VPID, under every EPTP. */
 export function invlpg(gva: u64): void {
   count(CNT_INVLPG);
+  pscFlush();
   dropPage(gva, vpid);
 }
 
@@ -87,6 +89,7 @@ function dropPage(gva: u64, v: u32): void {
 /** INVVPID (31.3): individual address, single context, all contexts, single context but globals. */
 export function invvpid(type: i32, v: u32, gva: u64): void {
   count(CNT_INVVPID);
+  pscFlush();
   if (type == INVVPID_ADDR) { dropPage(gva, v); return; }
   const n = <usize>tlbSets * <usize>tlbWays;
   for (let i: usize = 0, p = tlbBase; i < n; i++, p += TLB_ENTRY) {
@@ -102,6 +105,7 @@ export function invvpid(type: i32, v: u32, gva: u64): void {
 /** INVEPT (31.3): single context (one EP4TA) or global. */
 export function invept(type: i32, p4: u64): void {
   count(CNT_INVEPT);
+  pscFlush();
   const tag = p4 & addrMask;
   const n = <usize>tlbSets * <usize>tlbWays;
   for (let i: usize = 0, p = tlbBase; i < n; i++, p += TLB_ENTRY) {

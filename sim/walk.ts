@@ -7,8 +7,9 @@ import {
   ACC_WRITE, ACC_FETCH, ACC_READ, ACC_USER, ACC_KIND_MASK,
   FAULT_PF, FAULT_EPT_VIOLATION, EXIT_EPT_VIOLATION,
   STEP_GUEST, STEP_F_LEAF, STEP_F_NOT_PRESENT, STEP_F_RSVD,
-  CNT_WALKS, CNT_GUEST_REFS, CNT_AD_WRITES,
+  CNT_WALKS, CNT_GUEST_REFS, CNT_AD_WRITES, CNT_PSC_HITS,
 } from './consts';
+import { pscLookup, pscFill, pscTable, pscRights } from './psc';
 import { cr3, addrMask, cr0Wp, efNxe, eptAd, physOk, phys64, setPhys64, raise, raiseBus, count } from './state';
 import { levelShift, pteReserved, pteIsLeaf } from './pte';
 import { eptTranslate, eHpa, ePerm, eLevel, eLeafVal, violationCode } from './ept';
@@ -72,7 +73,16 @@ export function translate<M>(gva: u64, access: u32, len: u32): bool {
   let table = cr3 & addrMask;
   let rw = true, us = true, xd = false;
   let level: u32 = 4;
+  // A cached PDE lets the architectural walk start at the page table (never the inspection).
+  if (!inspect && pscLookup(gva)) {
+    table = pscTable;
+    rw = (pscRights & 1) != 0; us = (pscRights & 2) != 0; xd = (pscRights & 4) != 0;
+    level = 1;
+    count(CNT_PSC_HITS);
+  }
+  const top = level;
   let e: u64 = 0;
+  let pdeTable: u64 = 0;
   while (true) {
     const gpaE = table + (((gva >> levelShift(level)) & 511) << 3);
     if (!eptTranslate<M>(gpaE, psAcc, 8, gva, access, level)) return false;
@@ -100,6 +110,7 @@ export function translate<M>(gva: u64, access: u32, len: u32): bool {
     us = us && (e & PTE_US) != 0;
     xd = xd || (e & PTE_XD) != 0;
     if (pteIsLeaf(e, level)) break;
+    if (level == 2) pdeTable = e & addrMask;
     table = e & addrMask;
     level--;
   }
@@ -113,7 +124,7 @@ export function translate<M>(gva: u64, access: u32, len: u32): bool {
   }
 
   // Guest A/D (4.8), top down, each a locked write to the entry's GPA that needs EPT W.
-  for (let l: u32 = 4; l >= level; l--) {
+  for (let l: u32 = top; l >= level; l--) {
     const hpaE = load<u64>(wHpa + (<usize>l << 3));
     const v = inspect ? load<u64>(wVal + (<usize>l << 3)) : phys64(hpaE);
     const need = ((v & PTE_A) == 0 ? PTE_A : 0) | (l == level && write && (v & PTE_D) == 0 ? PTE_D : 0);
@@ -125,6 +136,12 @@ export function translate<M>(gva: u64, access: u32, len: u32): bool {
       return false;
     }
     if (!inspect) { setPhys64(hpaE, v | need); count(CNT_AD_WRITES); }
+  }
+  // Cache the PDE once the entries above the page table are known good and accessed.
+  if (!inspect && top == 4 && level == 1) {
+    const w2 = load<u64>(wVal + 16), w3 = load<u64>(wVal + 24), w4 = load<u64>(wVal + 32);
+    pscFill(gva, pdeTable, ((w2 & w3 & w4 & PTE_RW) != 0 ? 1 : 0) | ((w2 & w3 & w4 & PTE_US) != 0 ? 2 : 0)
+      | (((w2 | w3 | w4) & PTE_XD) != 0 ? 4 : 0));
   }
   tLeafLevel = level;
   tLeafHpa = load<u64>(wHpa + (<usize>level << 3));

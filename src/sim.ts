@@ -67,6 +67,8 @@ export interface SimOptions {
   /** TLB sets (power of two) and ways; ways 0 disables the TLB */
   tlbSets?: number;
   tlbWays?: number;
+  /** entries of the PDE paging-structure cache (power of two; 0, the default, disables it) */
+  pscEntries?: number;
   /** dirty-log entries the built-in handlers may append before the batch pauses */
   dlogCapacity?: number;
   /** access records per batch and value bytes per batch */
@@ -79,7 +81,7 @@ export interface SimOptions {
 
 interface Exports {
   memory: WebAssembly.Memory;
-  init(phys: bigint, sets: number, ways: number, dlog: number, batch: number, value: number, maxPhy: number): number;
+  init(phys: bigint, sets: number, ways: number, psc: number, dlog: number, batch: number, value: number, maxPhy: number): number;
   cntPtr(): number; faultPtr(): number; stepPtr(): number; dlogPtr(): number;
   batchPtr(): number; valuePtr(): number; physPtr(): number;
   setGuest(cr3: bigint, wp: number, nxe: number, gb: number): void;
@@ -110,7 +112,7 @@ export const BATCH_BAD_RECORD = 3;
 
 const INIT_ERRORS: Record<number, string> = {
   1: 'the requested memory does not fit in a 32-bit WebAssembly memory (at most about 4 GiB in all)',
-  2: 'tlbSets must be a power of two',
+  2: 'tlbSets and pscEntries must be powers of two (pscEntries may be 0)',
   3: 'maxPhyAddr must be between 36 and 52',
 };
 
@@ -173,6 +175,7 @@ export class Sim {
       maxPhyAddr: opts.maxPhyAddr ?? 46,
       tlbSets: opts.tlbSets ?? 128,
       tlbWays: opts.tlbWays ?? 12,
+      pscEntries: opts.pscEntries ?? 0,
       dlogCapacity: opts.dlogCapacity ?? 1 << 16,
       batchCapacity: opts.batchCapacity ?? 1 << 16,
       valueCapacity: opts.valueCapacity ?? 1 << 20,
@@ -190,7 +193,7 @@ export class Sim {
       },
     });
     const x = inst.exports as unknown as Exports;
-    const err = x.init(BigInt(o.physBytes), o.tlbSets, o.tlbWays, o.dlogCapacity, o.batchCapacity, o.valueCapacity, o.maxPhyAddr);
+    const err = x.init(BigInt(o.physBytes), o.tlbSets, o.tlbWays, o.pscEntries, o.dlogCapacity, o.batchCapacity, o.valueCapacity, o.maxPhyAddr);
     if (err !== 0) throw new RangeError(`cannot set up the simulator: ${INIT_ERRORS[err] ?? `error ${err}`}`);
     return new Sim(x, o);
   }
