@@ -49,7 +49,6 @@ function page(gva: u64, access: u32, len: u32): bool {
         return false;
       }
       pHpa = load<u64>(ent, 16) | off;
-      if (!physOk(pHpa, len)) { raiseBus(pHpa, gva, access); return false; }
       return true;
     }
     tlbDrop(ent);
@@ -57,7 +56,6 @@ function page(gva: u64, access: u32, len: u32): bool {
   count(CNT_TLB_MISSES);
   if (!translate<u64>(gva, access, len)) return false;
   pHpa = tHpa;
-  if (!physOk(pHpa, len)) { raiseBus(pHpa, gva, access); return false; }
   tlbFill(vpn, tHpa & ~(<u64>0xfff), tGpa & ~(<u64>0xfff), tFlags);
   return true;
 }
@@ -84,6 +82,8 @@ export function accessOne(gva: u64, access: u32, size: u32, value: usize): bool 
   if (((gva ^ last) >> 12) == 0) {
     if (!page(gva, access, size)) { countFault(); return false; }
     aHpa = pHpa;
+    // Memory is reached only once every page has translated.
+    if (!physOk(pHpa, size)) { raiseBus(pHpa, gva, access); return false; }
     if (store_) { memory.copy(physBase + <usize>pHpa, value, size); countBy(CNT_BYTES_WRITTEN, size); }
   } else {
     count(CNT_SPLIT);
@@ -92,6 +92,8 @@ export function accessOne(gva: u64, access: u32, size: u32, value: usize): bool 
     const h1 = pHpa;
     aHpa = h1;
     if (!page(last & ~(<u64>0xfff), access, size - n1)) { countFault(); return false; }
+    if (!physOk(h1, n1)) { raiseBus(h1, gva, access); return false; }
+    if (!physOk(pHpa, size - n1)) { raiseBus(pHpa, last & ~(<u64>0xfff), access); return false; }
     if (store_) {
       memory.copy(physBase + <usize>h1, value, n1);
       memory.copy(physBase + <usize>pHpa, value + n1, size - n1);

@@ -113,7 +113,7 @@ export function eptTranslate<M>(gpa: u64, acc: u32, len: u32, gva: u64, access: 
   const denied = ((acc & EQ_READ) != 0 && (perm & 1) == 0) || ((acc & EQ_WRITE) != 0 && (perm & 2) == 0)
     || ((acc & EQ_FETCH) != 0 && (perm & 4) == 0);
   if (denied) {
-    const sppWrite = acc == EQ_WRITE && guestLevel == 0 && sppEnabled && level == 1 && (e & EPT_SPP) != 0;
+    const sppWrite = acc == EQ_WRITE && guestLevel == 0 && sppEnabled && (perm & 1) != 0 && level == 1 && (e & EPT_SPP) != 0;
     if (!sppWrite) {
       raise(FAULT_EPT_VIOLATION, gva, gpa, access, level, violationCode(acc, perm, guestLevel), EXIT_EPT_VIOLATION, guestLevel);
       return false;

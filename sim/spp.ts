@@ -5,9 +5,10 @@
 //  rsvd   rsvd  address  rsvd  valid
 //
 // A level-1 entry is a write-permission vector: bit 2i grants writes to the 128-byte sub-page i
-// (GPA bits 11:7); odd bits are reserved.
+// (GPA bits 11:7); odd bits are reserved. An SPP-related exit's qualification has bit 11 set
+// for an SPPT miss and clear for an SPPT misconfiguration.
 import {
-  SPPT_P, SPPT_LEAF_RSVD, FAULT_SPP_MISS, FAULT_SPP_MISCONFIG, EXIT_SPP_EVENT, STEP_SPP,
+  SPPT_P, SPPT_LEAF_RSVD, EQ_SPP, FAULT_SPP_MISS, FAULT_SPP_MISCONFIG, EXIT_SPP_EVENT, STEP_SPP,
   STEP_F_LEAF, STEP_F_NOT_PRESENT, STEP_F_RSVD, CNT_EPT_REFS,
 } from './consts';
 import { spptp, addrMask, rsvdHigh, physOk, phys64, raise, raiseBus, count } from './state';
@@ -40,7 +41,7 @@ export function sppAllows<M>(gpa: u64, len: u32, gva: u64, access: u32): i32 {
     } else {
       count(CNT_EPT_REFS);
     }
-    if (!present) { raise(FAULT_SPP_MISS, gva, gpa, access, level, 0, EXIT_SPP_EVENT, 0); return SPP_EXIT; }
+    if (!present) { raise(FAULT_SPP_MISS, gva, gpa, access, level, <u64>EQ_SPP, EXIT_SPP_EVENT, 0); return SPP_EXIT; }
     if (bad) { raise(FAULT_SPP_MISCONFIG, gva, gpa, access, level, 0, EXIT_SPP_EVENT, 0); return SPP_EXIT; }
     if (leaf) {
       sppLeafHpa = eh;
