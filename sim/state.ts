@@ -3,7 +3,7 @@
 // WASM linear memory or globals; nothing is allocated per access.
 import {
   CNT_COUNT, FR_SIZE, STEP_MAX, STEP_SIZE, FAULT_NONE, FAULT_BUS, CNT_BUS,
-  FR_KIND, FR_GVA, FR_GPA, FR_ACCESS, FR_LEVEL, FR_CODE, FR_EXIT_REASON, FR_GUEST_LEVEL, FR_INDEX,
+  ACC_VALUE, FR_KIND, FR_GVA, FR_GPA, FR_ACCESS, FR_LEVEL, FR_CODE, FR_EXIT_REASON, FR_GUEST_LEVEL, FR_INDEX,
 } from './consts';
 
 // Layout of linear memory, fixed by init(): control areas first, host-physical memory last so
@@ -123,7 +123,7 @@ export function commitFault(index: u64): void {
   store<u64>(faultBase + FR_KIND, <u64>fKind);
   store<u64>(faultBase + FR_GVA, fGva);
   store<u64>(faultBase + FR_GPA, fGpa);
-  store<u64>(faultBase + FR_ACCESS, <u64>fAccess);
+  store<u64>(faultBase + FR_ACCESS, <u64>(fAccess & ~ACC_VALUE)); // a record flag, not part of the access
   store<u64>(faultBase + FR_LEVEL, <u64>fLevel);
   store<u64>(faultBase + FR_CODE, fCode);
   store<u64>(faultBase + FR_EXIT_REASON, <u64>fExit);

@@ -1,6 +1,8 @@
-// Table-driven tests of the reference walker (test/support/ref-walker.ts) on hand-built spaces.
-// Every expected value below is worked out by hand from docs/sim-semantics.md and the SDM section
-// named in the case title; none is copied from a run of the walker or of the simulator.
+// Table-driven SDM cases on hand-built spaces. Every expected value below is worked out by hand
+// from docs/sim-semantics.md and the SDM section named in the case title; none is copied from a
+// run. Each access runs through the reference walker (test/support/ref-walker.ts) and, from the
+// same memory and vCPU state, through the WASM simulator with a cold TLB: both must give the
+// expected result, and the simulator must leave the same memory image and PML index.
 
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -17,6 +19,11 @@ import {
 import { refAccess, type RefCpu, type RefFault, type RefResult, type RefCounts, REASON_PF, REASON_GP } from './support/ref-walker.ts';
 import { SpaceBuilder, K4, M2, G1 } from './support/space-builder.ts';
 import { fmtFault, fmtResult, hex } from './support/format.ts';
+import { Sim } from '../src/sim.ts';
+import { INVEPT_ALL } from '../src/consts.ts';
+
+const sims = new Map<number, Sim>();
+for (const m of [46, 52]) sims.set(m, await Sim.create({ physBytes: 8 << 20, maxPhyAddr: m }));
 
 // ---------------------------------------------------------------------------------------------
 // The standard hand-built space. Tables live in HPA [0x1000, 0x100000), GPA = HPA, each table page
@@ -69,7 +76,17 @@ const eE = (b: SpaceBuilder, gpa: bigint, level: number): bigint => b.eptEntry(g
 const tableLeaf = (b: SpaceBuilder, gva: bigint, level: number): bigint => eE(b, gEgpa(b, gva, level) & ~0xfffn, 1);
 
 function run(f: Fx, gva: bigint, acc: number, size = 8, value?: Uint8Array, counts?: RefCounts): RefResult {
-  return refAccess(f.b.mem, f.cpu, gva, acc, size, value, counts);
+  const sim = sims.get(f.cpu.maxPhyAddr)!;
+  sim.phys.set(f.b.mem.bytes);
+  const { maxPhyAddr: _, ...cpu } = f.cpu;
+  sim.setCpu(structuredClone(cpu));
+  sim.invept(INVEPT_ALL, 0n);
+  const got = sim.access(gva, acc, size, value);
+  const want = refAccess(f.b.mem, f.cpu, gva, acc, size, value, counts);
+  assert.is(fmtResult(got), fmtResult(want), 'simulator and reference agree');
+  assert.ok(Buffer.compare(sim.phys, f.b.mem.bytes) === 0, 'simulator leaves the same memory image');
+  assert.is(sim.cpu().pml.index, f.cpu.pml.index, 'simulator leaves the same PML index');
+  return want;
 }
 
 function ok(r: RefResult, hpa: bigint): void {
