@@ -4,7 +4,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, mkdirSync, copyFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, mkdirSync, copyFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -185,5 +185,7 @@ test('the launcher says to build when dist/ is missing', () => {
   assert.is(r.code, 1);
   assert.match(r.err, /run `npm run build` first/);
 });
+
+test.after(() => rmSync(dir, { recursive: true, force: true }));
 
 test.run();

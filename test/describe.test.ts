@@ -3,7 +3,7 @@
 // implies (computed here from the description itself, not from the loader).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { writeFileSync, mkdtempSync } from 'node:fs';
+import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -427,6 +427,8 @@ test('loadSpaceFile reads a file and names it in errors', async () => {
   } catch (e) {
     assert.instance(e, SpaceError);
     assert.ok((e as Error).message.startsWith(`${bad}:2:`), (e as Error).message);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });
 
