@@ -117,7 +117,6 @@ function machine() {
     const dirty = execFileSync('git', ['status', '--porcelain', '--', 'sim'], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
     if (dirty) git += ' (sim/ modified)';
   } catch { /* not a checkout */ }
-  const wasm = readFileSync(simWasmPath);
   return {
     cpu,
     cores: typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length,
@@ -127,8 +126,8 @@ function machine() {
     kernel: os.version(),
     memGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
     git,
-    simWasm: path.relative(root, simWasmPath) || simWasmPath,
-    simWasmSha256: createHash('sha256').update(wasm).digest('hex').slice(0, 16),
+    simWasm: path.relative(root, simWasmPath).startsWith('..') ? simWasmPath : path.relative(root, simWasmPath),
+    simWasmSha256: createHash('sha256').update(simWasm).digest('hex').slice(0, 16),
   };
 }
 
@@ -183,7 +182,13 @@ function jsDecode(v: DataView, start: number, end: number, valueCap: number): nu
 // ---- setup ---------------------------------------------------------------------------------
 const tSetup = nowNs();
 const decoder = await buildDecoder();
-const simWasm = readFileSync(simWasmPath);
+let simWasm: Uint8Array<ArrayBuffer>;
+try {
+  simWasm = new Uint8Array(readFileSync(simWasmPath));
+} catch (e) {
+  console.error(`cannot read the simulator module ${simWasmPath}: ${(e as Error).message}${wasmArg < 0 ? ' (run npm run build:sim first)' : ''}`);
+  process.exit(1);
+}
 
 /** A simulator with guest tables and an EPT (4 KiB pages), data GPA frames mapped 1:1 onto HPA. */
 async function makeSim(batchCapacity: number) {
@@ -384,7 +389,7 @@ if (json) {
   const x = (r: number) => `decode is ${(1 / r).toFixed(r < 0.1 ? 1 : 2)}x faster`;
   log(`granule sim bench  ${report.date}`);
   log(`machine  ${m.cpu}, ${m.cores} cores, ${m.memGiB} GiB, node ${m.node} (V8 ${m.v8}), ${m.os}, ${m.kernel}`);
-  log(`sim      ${m.simWasm} sha256 ${m.simWasmSha256}${m.git ? `, git ${m.git}` : ''}`);
+  log(`sim      ${m.simWasm} sha256 ${m.simWasmSha256}${m.git ? `; checkout at ${m.git}` : ''}`);
   log(`setup    8-byte user accesses, ${WRITE_FRACTION * 100}% writes, no values, no handlers; EPT A/D ${EPT_AD ? 'on' : 'off'}; TLB ${TLB_SETS}x${TLB_WAYS}; ` +
     `walk: 1 GiB GVA in 4 KiB guest pages onto ${DATA_FRAMES} frames, 4 KiB EPT pages`);
   log(`         ${ROUNDS} interleaved rounds (+${WARMUP_ROUNDS} warm-up), medians; decode baseline in WASM (bench/decode.ts); setup ${Math.round(setupMs)} ms`);
