@@ -4,25 +4,16 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Sim, BATCH_BAD_RECORD, BATCH_DLOG_FULL, BATCH_DONE, BATCH_FAULT } from '../src/sim.ts';
 import { BatchWriter } from '../src/batch.ts';
-import { FrameAllocator, EptBuilder, GuestPtBuilder, addrMaskFor } from '../src/space.ts';
+import { smallSpace, VA } from './support/small-space.ts';
 import {
   ACC_WRITE, ACC_USER, PTE_RW, PTE_SW_WP, EPT_R, EPT_X, EPT_SPP, SPPT_P, EQ_SPP, EQ_WRITE,
   FAULT_EPT_VIOLATION, FAULT_SPP_MISS, HANDLE_PF_WP, HANDLE_SPP, DLOG_SPP, REC_SIZE_FIELD, EXIT_SPP_EVENT,
 } from '../src/consts.ts';
 
 const W = ACC_WRITE | ACC_USER;
-const VA = 0x40_0000n;
 
 async function space(opts: { dlogCapacity?: number } = {}) {
-  const sim = await Sim.create({ physBytes: 16 << 20, dlogCapacity: opts.dlogCapacity ?? 1024 });
-  const mask = addrMaskFor(46);
-  const tables = new FrameAllocator(0x80_0000n, 0x100_0000n);
-  const ept = new EptBuilder(sim, tables, mask);
-  const gpt = new GuestPtBuilder(sim, tables, new FrameAllocator(0x1000_0000n, 0x2000_0000n), ept, mask);
-  ept.mapRange(0n, 0x10_0000n, 0x10_000n);
-  for (let i = 0n; i < 8n; i++) gpt.map(VA + i * 0x1000n, i * 0x1000n);
-  sim.setCpu({ cr3: gpt.cr3, eptp: ept.eptp(true) });
-  return { sim, ept, gpt, tables };
+  return smallSpace({ dlogCapacity: opts.dlogCapacity ?? 1024 });
 }
 
 test('a full dirty log pauses the batch; after draining, it resumes where it stopped', async () => {

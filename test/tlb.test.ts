@@ -4,6 +4,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Sim } from '../src/sim.ts';
 import { FrameAllocator, EptBuilder, GuestPtBuilder, addrMaskFor } from '../src/space.ts';
+import { smallSpace, VA } from './support/small-space.ts';
 import {
   ACC_READ, ACC_WRITE, ACC_USER, PTE_RW, PTE_D, PTE_G, EPT_D, EPT_W, FAULT_PF, FAULT_EPT_VIOLATION,
   INVVPID_ADDR, INVVPID_SINGLE, INVVPID_SINGLE_NONGLOBAL, INVEPT_SINGLE, INVEPT_ALL, PTE_US,
@@ -11,18 +12,9 @@ import {
 
 const R = ACC_READ | ACC_USER;
 const W = ACC_WRITE | ACC_USER;
-const VA = 0x40_0000n;
 
 async function space(opts: { eptAd?: boolean; pscEntries?: number } = {}) {
-  const sim = await Sim.create({ physBytes: 16 << 20, pscEntries: opts.pscEntries ?? 0 });
-  const mask = addrMaskFor(46);
-  const tables = new FrameAllocator(0x80_0000n, 0x100_0000n);
-  const ept = new EptBuilder(sim, tables, mask);
-  const gpt = new GuestPtBuilder(sim, tables, new FrameAllocator(0x1000_0000n, 0x2000_0000n), ept, mask);
-  ept.mapRange(0n, 0x10_0000n, 0x10_000n);
-  for (let i = 0n; i < 8n; i++) gpt.map(VA + i * 0x1000n, i * 0x1000n);
-  sim.setCpu({ cr3: gpt.cr3, eptp: ept.eptp(opts.eptAd ?? true), vpid: 1 });
-  return { sim, ept, gpt };
+  return smallSpace({ eptAd: opts.eptAd, pscEntries: opts.pscEntries ?? 0 });
 }
 
 test('a cold 4K/4K translation reads 24 entries; the second access hits the TLB and reads none', async () => {
