@@ -9,7 +9,7 @@ import {
 import { physOk, physBase, raise, raiseBus, count, countBy, fKind } from './state';
 import { translate, tHpa, tGpa, tFlags, eqAccess, pfCode, guestAllows, VEC_GP, VEC_PF } from './walk';
 import { violationCode } from './ept';
-import { tlbLookup, tlbFill, tlbDrop, TF_RW, TF_US, TF_XD, TF_ER, TF_EW, TF_EX, TF_GD, TF_ED, TF_SPP } from './tlb';
+import { tlbLookup, tlbFill, tlbDrop, TE_HPA, TE_GPA, TE_FLAGS, TF_RW, TF_US, TF_XD, TF_ER, TF_EW, TF_EX, TF_GD, TF_ED, TF_SPP } from './tlb';
 
 /** HPA of the first byte of the last successful page translation. */
 export let pHpa: u64 = 0;
@@ -27,7 +27,7 @@ function page(gva: u64, access: u32, len: u32): bool {
   const kind = access & ACC_KIND_MASK;
   const ent = tlbLookup(vpn);
   if (ent != 0) {
-    const f = load<u32>(ent, 32);
+    const f = load<u32>(ent, TE_FLAGS);
     if (!guestAllows(access, (f & TF_RW) != 0, (f & TF_US) != 0, (f & TF_XD) != 0)) {
       // A fault drops the cached translation (4.10.4.1): stale rights fault once.
       count(CNT_TLB_HITS);
@@ -44,11 +44,11 @@ function page(gva: u64, access: u32, len: u32): bool {
       const off = gva & 0xfff;
       if ((perm & need) == 0) {
         tlbDrop(ent);
-        raise(FAULT_EPT_VIOLATION, gva, load<u64>(ent, 24) | off, access, (f >> 20) & 15,
+        raise(FAULT_EPT_VIOLATION, gva, load<u64>(ent, TE_GPA) | off, access, (f >> 20) & 15,
           violationCode(eqAccess(kind), perm, 0), EXIT_EPT_VIOLATION, 0);
         return false;
       }
-      pHpa = load<u64>(ent, 16) | off;
+      pHpa = load<u64>(ent, TE_HPA) | off;
       return true;
     }
     tlbDrop(ent);

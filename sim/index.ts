@@ -6,7 +6,7 @@ import {
   raise, raiseBus, physOk, fKind, cntBase, faultBase, stepBase, dlogBase, batchBase, valueBase, physBase,
 } from './state';
 import { PSC_ENTRY } from './psc';
-import { tlbBytes, invlpg as tlbInvlpg, invvpid as tlbInvvpid, invept as tlbInvept } from './tlb';
+import { tlbBytes, tlbLayout, invlpg as tlbInvlpg, invvpid as tlbInvvpid, invept as tlbInvept } from './tlb';
 import { accessOne, aHpa, canonical } from './access';
 import { translate, tHpa, VEC_GP } from './walk';
 import { runBatch as batchRun, status, dlogCount as dlCount, dlogReset as dlReset } from './batch';
@@ -21,8 +21,8 @@ export const ERR_MAXPHYADDR: i32 = 3;
 
 /**
  * Lays out memory for `physBytes` of host memory, a TLB of sets x ways, a PDE cache of pscN
- * entries (0: none), and the dirty-log, batch
- * and value areas. Everything starts zeroed. Returns 0 or an ERR_* code.
+ * entries (0: none), and the dirty-log, batch and value areas. Everything starts zeroed. Returns 0
+ * or an ERR_* code.
  */
 export function init(physBytes: u64, sets: u32, ways: u32, pscN: u32, dlogCap: u32, batchCap: u32, valueCap: u32, maxPhy: u32): i32 {
   if (sets == 0 || (sets & (sets - 1)) != 0) return ERR_SETS;
@@ -47,6 +47,7 @@ export function init(physBytes: u64, sets: u32, ways: u32, pscN: u32, dlogCap: u
   setLayout(cnt, fault, steps, tlb, psc, dlog, batch, value, phys);
   setSizes(physBytes, sets, ways, pscN, dlogCap, batchCap, valueCap);
   setMaxPhyAddr(maxPhy);
+  tlbLayout();
   dlReset();
   return 0;
 }

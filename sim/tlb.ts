@@ -2,18 +2,30 @@
 // VPID and EP4TA (the EPTP's table address). Set-associative, FIFO replacement per set, so the
 // same access stream always evicts the same entries.
 //
-// Entry (TLB_ENTRY bytes):
-//   0  u64  key: VPN << 1 | valid
-//   8  u64  EP4TA
-//  16  u64  HPA of the 4 KiB page
-//  24  u64  GPA of the 4 KiB page (for EPT violations raised from cached rights)
-//  32  u32  TF_* flags, guest leaf level in bits 19:16, EPT leaf level in bits 23:20
-//  36  u32  VPID
-import { CNT_INVLPG, CNT_INVVPID, CNT_INVEPT, INVVPID_ADDR, INVVPID_SINGLE, INVVPID_ALL, INVVPID_SINGLE_NONGLOBAL, INVEPT_SINGLE } from './consts';
+// Three arrays in the TLB area that init() lays out (tlbLayout):
+//   keys     u64 per entry, the ways of a set side by side: VPN << 17 | VPID << 1 | valid (0: empty).
+//            A lookup compares only these (96 bytes for a 12-way set, against 480 when the keys sat
+//            inside the entries), so a miss touches two cache lines, and a hit costs about the
+//            same at every way; the VPID in the key leaves one entry read, the EP4TA, per match.
+//   entries  TLB_ENTRY bytes each, in the order of their keys:
+//             0  u64  EP4TA
+//             8  u64  HPA of the 4 KiB page
+//            16  u64  GPA of the 4 KiB page (for EPT violations raised from cached rights)
+//            24  u32  TF_* flags, guest leaf level in bits 19:16, EPT leaf level in bits 23:20
+//            28  u32  unused (32-byte entries: index arithmetic is a shift)
+//   fifo     u32 per set: the way the next fill replaces.
+import {
+  CNT_INVLPG, CNT_INVVPID, CNT_INVEPT, INVVPID_ADDR, INVVPID_SINGLE, INVVPID_ALL, INVVPID_SINGLE_NONGLOBAL, INVEPT_SINGLE,
+} from './consts';
 import { tlbBase, tlbSets, tlbWays, vpid, eptp, addrMask, count } from './state';
 import { pscFlush } from './psc';
 
-export const TLB_ENTRY: usize = 40;
+export const TLB_ENTRY: usize = 32;
+/** entry fields (byte offsets) */
+export const TE_EP4TA: usize = 0;
+export const TE_HPA: usize = 8;
+export const TE_GPA: usize = 16;
+export const TE_FLAGS: usize = 24;
 
 // Cached rights and flag state.
 export const TF_RW: u32 = 1;
@@ -31,43 +43,65 @@ export const TF_SPP: u32 = 256;
 /** guest G flag */
 export const TF_G: u32 = 512;
 
-@inline function setBase(vpn: u64): usize {
-  return tlbBase + <usize>(<u32>vpn & (tlbSets - 1)) * <usize>tlbWays * TLB_ENTRY;
+let keyBase: usize = 0;
+let entBase: usize = 0;
+let fifoBase: usize = 0;
+
+export function tlbBytes(sets: u32, ways: u32): usize {
+  return <usize>sets * <usize>ways * (8 + TLB_ENTRY) + (<usize>sets << 2);
 }
-@inline function fifoSlot(vpn: u64): usize {
-  return tlbBase + <usize>tlbSets * <usize>tlbWays * TLB_ENTRY + (<usize>(<u32>vpn & (tlbSets - 1)) << 2);
+/** Places the three arrays in the TLB area (after setLayout and setSizes). */
+export function tlbLayout(): void {
+  const n = <usize>tlbSets * <usize>tlbWays;
+  keyBase = tlbBase;
+  entBase = keyBase + (n << 3);
+  fifoBase = entBase + n * TLB_ENTRY;
 }
-export function tlbBytes(sets: u32, ways: u32): usize { return <usize>sets * <usize>ways * TLB_ENTRY + (<usize>sets << 2); }
+
+@inline function tlbKey(vpn: u64, v: u32): u64 { return (vpn << 17) | (<u64>v << 1) | 1; }
+@inline function keyVpid(key: u64): u32 { return <u32>(key >> 1) & 0xffff; }
+/** Key slot of the first way of the set of `vpn`. */
+@inline function setKeys(vpn: u64): usize {
+  return keyBase + ((<usize>(<u32>vpn & (tlbSets - 1)) * <usize>tlbWays) << 3);
+}
+@inline function entryOf(k: usize): usize { return entBase + ((k - keyBase) << 2); }
+@inline function keyOf(p: usize): usize { return keyBase + ((p - entBase) >> 2); }
 
 @inline function ep4ta(): u64 { return eptp & addrMask; }
 
-/** The entry for `vpn` in the current context, or 0. */
+/** The entry for `vpn` (GVA bits 47:12) in the current context, or 0. */
 @inline export function tlbLookup(vpn: u64): usize {
   if (tlbWays == 0) return 0;
-  const key = (vpn << 1) | 1;
-  const tag = ep4ta();
-  let p = setBase(vpn);
-  for (let w: u32 = 0; w < tlbWays; w++, p += TLB_ENTRY) {
-    if (load<u64>(p) == key && load<u64>(p, 8) == tag && load<u32>(p, 36) == vpid) return p;
+  const key = tlbKey(vpn, vpid);
+  let k = setKeys(vpn);
+  const stop = k + (<usize>tlbWays << 3);
+  for (; k < stop; k += 8) {
+    if (load<u64>(k) == key) {
+      const p = entryOf(k);
+      if (load<u64>(p, TE_EP4TA) == ep4ta()) return p;
+    }
   }
   return 0;
 }
 
 export function tlbFill(vpn: u64, hpaPage: u64, gpaPage: u64, flags: u32): void {
   if (tlbWays == 0) return;
-  const f = fifoSlot(vpn);
+  const f = fifoBase + (<usize>(<u32>vpn & (tlbSets - 1)) << 2);
   const way = load<u32>(f);
   store<u32>(f, way + 1 == tlbWays ? 0 : way + 1);
-  const p = setBase(vpn) + <usize>way * TLB_ENTRY;
-  store<u64>(p, (vpn << 1) | 1);
-  store<u64>(p, ep4ta(), 8);
-  store<u64>(p, hpaPage, 16);
-  store<u64>(p, gpaPage, 24);
-  store<u32>(p, flags, 32);
-  store<u32>(p, vpid, 36);
+  const k = setKeys(vpn) + (<usize>way << 3);
+  store<u64>(k, tlbKey(vpn, vpid));
+  const p = entryOf(k);
+  store<u64>(p, ep4ta(), TE_EP4TA);
+  store<u64>(p, hpaPage, TE_HPA);
+  store<u64>(p, gpaPage, TE_GPA);
+  store<u32>(p, flags, TE_FLAGS);
 }
 
-@inline export function tlbDrop(p: usize): void { store<u64>(p, 0); }
+/** Drops entry `p` (from tlbLookup). */
+export function tlbDrop(p: usize): void { dropKey(keyOf(p)); }
+
+@inline function dropKey(k: usize): void { store<u64>(k, 0); }
 
 /** INVLPG: the page's mappings for the current VPID, under every EPTP. */
 export function invlpg(gva: u64): void {
@@ -77,12 +111,12 @@ export function invlpg(gva: u64): void {
 }
 
 function dropPage(gva: u64, v: u32): void {
-  if (tlbWays == 0) return;
+  if (tlbWays == 0 || v > 0xffff) return; // entries hold 16-bit VPIDs: a wider one matches none
   const vpn = (gva & 0x0000ffffffffffff) >> 12;
-  const key = (vpn << 1) | 1;
-  let p = setBase(vpn);
-  for (let w: u32 = 0; w < tlbWays; w++, p += TLB_ENTRY) {
-    if (load<u64>(p) == key && load<u32>(p, 36) == v) tlbDrop(p);
+  const key = tlbKey(vpn, v);
+  let k = setKeys(vpn);
+  for (let w: u32 = 0; w < tlbWays; w++, k += 8) {
+    if (load<u64>(k) == key) dropKey(k);
   }
 }
 
@@ -92,12 +126,14 @@ export function invvpid(type: i32, v: u32, gva: u64): void {
   pscFlush();
   if (type == INVVPID_ADDR) { dropPage(gva, v); return; }
   const n = <usize>tlbSets * <usize>tlbWays;
-  for (let i: usize = 0, p = tlbBase; i < n; i++, p += TLB_ENTRY) {
-    const ev = load<u32>(p, 36);
-    if (type == INVVPID_ALL) { if (ev != 0) tlbDrop(p); }
+  for (let i: usize = 0, k = keyBase; i < n; i++, k += 8) {
+    const key = load<u64>(k);
+    if (key == 0) continue;
+    const ev = keyVpid(key);
+    if (type == INVVPID_ALL) { if (ev != 0) dropKey(k); }
     else if (ev == v) {
-      if (type == INVVPID_SINGLE) tlbDrop(p);
-      else if (type == INVVPID_SINGLE_NONGLOBAL && (load<u32>(p, 32) & TF_G) == 0) tlbDrop(p);
+      if (type == INVVPID_SINGLE) dropKey(k);
+      else if (type == INVVPID_SINGLE_NONGLOBAL && (load<u32>(entryOf(k), TE_FLAGS) & TF_G) == 0) dropKey(k);
     }
   }
 }
@@ -108,7 +144,7 @@ export function invept(type: i32, p4: u64): void {
   pscFlush();
   const tag = p4 & addrMask;
   const n = <usize>tlbSets * <usize>tlbWays;
-  for (let i: usize = 0, p = tlbBase; i < n; i++, p += TLB_ENTRY) {
-    if (type != INVEPT_SINGLE || load<u64>(p, 8) == tag) tlbDrop(p);
+  for (let i: usize = 0, k = keyBase; i < n; i++, k += 8) {
+    if (type != INVEPT_SINGLE || load<u64>(entryOf(k), TE_EP4TA) == tag) dropKey(k);
   }
 }
