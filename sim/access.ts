@@ -9,12 +9,14 @@ import {
 import { physOk, physBase, raise, raiseBus, count, countBy, fKind } from './state';
 import { translate, tHpa, tGpa, tFlags, eqAccess, pfCode, guestAllows, VEC_GP, VEC_PF } from './walk';
 import { violationCode } from './ept';
-import { tlbLookup, tlbFill, tlbDrop, TE_HPA, TE_GPA, TE_FLAGS, TF_RW, TF_US, TF_XD, TF_ER, TF_EW, TF_EX, TF_GD, TF_ED, TF_SPP } from './tlb';
+import { tlbLookup, tlbFill, tlbDrop, l0Fill, TE_HPA, TE_GPA, TE_FLAGS, TF_RW, TF_US, TF_XD, TF_ER, TF_EW, TF_EX, TF_GD, TF_ED, TF_SPP } from './tlb';
 
 /** HPA of the first byte of the last successful page translation. */
 export let pHpa: u64 = 0;
 /** HPA of the first byte of the last successful access. */
 export let aHpa: u64 = 0;
+/** For runBatch, which serves TLB hits without accessOne. */
+export function setAHpa(hpa: u64): void { aHpa = hpa; }
 
 @inline export function canonical(a: u64): bool {
   const top = a >> 47;
@@ -49,6 +51,8 @@ function page(gva: u64, access: u32, len: u32): bool {
         return false;
       }
       pHpa = load<u64>(ent, TE_HPA) | off;
+      // Served without a fault or a walk: let runBatch serve the page's next accesses from L0.
+      l0Fill(gva, ent);
       return true;
     }
     tlbDrop(ent);

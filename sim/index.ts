@@ -6,7 +6,7 @@ import {
   raise, raiseBus, physOk, fKind, cntBase, faultBase, stepBase, dlogBase, batchBase, valueBase, physBase,
 } from './state';
 import { PSC_ENTRY } from './psc';
-import { tlbBytes, tlbLayout, invlpg as tlbInvlpg, invvpid as tlbInvvpid, invept as tlbInvept } from './tlb';
+import { tlbBytes, tlbLayout, l0Bytes, l0Flush, invlpg as tlbInvlpg, invvpid as tlbInvvpid, invept as tlbInvept } from './tlb';
 import { accessOne, aHpa, canonical } from './access';
 import { translate, tHpa, VEC_GP } from './walk';
 import { runBatch as batchRun, status, dlogCount as dlCount, dlogReset as dlReset } from './batch';
@@ -20,9 +20,9 @@ export const ERR_MAXPHYADDR: i32 = 3;
 @inline function align(v: usize, a: usize): usize { return (v + a - 1) & ~(a - 1); }
 
 /**
- * Lays out memory for `physBytes` of host memory, a TLB of sets x ways, a PDE cache of pscN
- * entries (0: none), and the dirty-log, batch and value areas. Everything starts zeroed. Returns 0
- * or an ERR_* code.
+ * Lays out memory for `physBytes` of host memory, a TLB of sets x ways and its L0 mirror, a PDE
+ * cache of pscN entries (0: none), and the dirty-log, batch and value areas. Everything starts
+ * zeroed. Returns 0 or an ERR_* code.
  */
 export function init(physBytes: u64, sets: u32, ways: u32, pscN: u32, dlogCap: u32, batchCap: u32, valueCap: u32, maxPhy: u32): i32 {
   if (sets == 0 || (sets & (sets - 1)) != 0) return ERR_SETS;
@@ -33,6 +33,7 @@ export function init(physBytes: u64, sets: u32, ways: u32, pscN: u32, dlogCap: u
   const fault = p; p += <usize>FR_SIZE;
   const steps = p; p += <usize>STEP_MAX * <usize>STEP_SIZE;
   const tlb = align(p, 64); p = tlb + tlbBytes(sets, ways);
+  const l0 = align(p, 64); p = l0 + l0Bytes();
   const psc = align(p, 64); p = psc + <usize>pscN * PSC_ENTRY;
   const dlog = align(p, 64); p = dlog + (<usize>dlogCap << 4);
   const batch = align(p, 64); p = batch + <usize>batchCap * <usize>REC_SIZE;
@@ -44,10 +45,11 @@ export function init(physBytes: u64, sets: u32, ways: u32, pscN: u32, dlogCap: u
   const have = memory.size();
   if (pages > have && memory.grow(pages - have) < 0) return ERR_TOO_BIG;
   memory.fill(cnt, 0, <usize>end - cnt);
-  setLayout(cnt, fault, steps, tlb, psc, dlog, batch, value, phys);
+  setLayout(cnt, fault, steps, tlb, l0, psc, dlog, batch, value, phys);
   setSizes(physBytes, sets, ways, pscN, dlogCap, batchCap, valueCap);
   setMaxPhyAddr(maxPhy);
   tlbLayout();
+  l0Flush();
   dlReset();
   return 0;
 }
@@ -60,9 +62,10 @@ export function batchPtr(): usize { return batchBase; }
 export function valuePtr(): usize { return valueBase; }
 export function physPtr(): usize { return physBase; }
 
-export function setGuest(cr3: u64, wp: bool, nxe: bool, gbPages: bool): void { stGuest(cr3, wp, nxe, gbPages); }
-export function setEpt(eptp: u64, execOnly: bool, gbPages: bool): void { stEpt(eptp, execOnly, gbPages); }
-export function setVpid(v: u32): void { stVpid(v); }
+// The L0 mirrors entries of one context under one WP and NXE (sim/tlb.ts): any change empties it.
+export function setGuest(cr3: u64, wp: bool, nxe: bool, gbPages: bool): void { l0Flush(); stGuest(cr3, wp, nxe, gbPages); }
+export function setEpt(eptp: u64, execOnly: bool, gbPages: bool): void { l0Flush(); stEpt(eptp, execOnly, gbPages); }
+export function setVpid(v: u32): void { l0Flush(); stVpid(v); }
 export function setPml(enabled: bool, address: u64, index: u32): void { stPml(enabled, address, index); }
 export function getPmlIndex(): u32 { return pmlIndex; }
 export function setSpp(enabled: bool, spptp: u64): void { stSpp(enabled, spptp); }

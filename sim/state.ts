@@ -12,6 +12,7 @@ export let cntBase: usize = 0;
 export let faultBase: usize = 0;
 export let stepBase: usize = 0;
 export let tlbBase: usize = 0;
+export let l0Base: usize = 0;
 export let pscBase: usize = 0;
 export let dlogBase: usize = 0;
 export let batchBase: usize = 0;
@@ -52,9 +53,9 @@ export let spptp: u64 = 0;
 export let pscEnabled: bool = false;
 
 export function setLayout(
-  cnt: usize, fault: usize, step: usize, tlb: usize, psc: usize, dlog: usize, batch: usize, value: usize, phys: usize,
+  cnt: usize, fault: usize, step: usize, tlb: usize, l0: usize, psc: usize, dlog: usize, batch: usize, value: usize, phys: usize,
 ): void {
-  cntBase = cnt; faultBase = fault; stepBase = step; tlbBase = tlb; pscBase = psc;
+  cntBase = cnt; faultBase = fault; stepBase = step; tlbBase = tlb; l0Base = l0; pscBase = psc;
   dlogBase = dlog; batchBase = batch; valueBase = value; physBase = phys;
 }
 export function setSizes(pb: u64, sets: u32, ways: u32, psc: u32, dlog: u32, batch: u32, value: u32): void {

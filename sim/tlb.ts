@@ -14,10 +14,14 @@
 //            24  u32  TF_* flags, guest leaf level in bits 19:16, EPT leaf level in bits 23:20
 //            28  u32  unused (32-byte entries: index arithmetic is a shift)
 //   fifo     u32 per set: the way the next fill replaces.
+//
+// The L0 (below) mirrors some entries of the current context for runBatch; every way an entry
+// leaves the TLB (drop, eviction, invalidation) leaves the L0 too.
 import {
   CNT_INVLPG, CNT_INVVPID, CNT_INVEPT, INVVPID_ADDR, INVVPID_SINGLE, INVVPID_ALL, INVVPID_SINGLE_NONGLOBAL, INVEPT_SINGLE,
+  ACC_READ, ACC_WRITE, ACC_FETCH, ACC_USER,
 } from './consts';
-import { tlbBase, tlbSets, tlbWays, vpid, eptp, addrMask, count } from './state';
+import { tlbBase, tlbSets, tlbWays, l0Base, vpid, eptp, addrMask, cr0Wp, efNxe, physBytes, count } from './state';
 import { pscFlush } from './psc';
 
 export const TLB_ENTRY: usize = 32;
@@ -59,6 +63,7 @@ export function tlbLayout(): void {
 }
 
 @inline function tlbKey(vpn: u64, v: u32): u64 { return (vpn << 17) | (<u64>v << 1) | 1; }
+@inline function keyVpn(key: u64): u64 { return key >> 17; }
 @inline function keyVpid(key: u64): u32 { return <u32>(key >> 1) & 0xffff; }
 /** Key slot of the first way of the set of `vpn`. */
 @inline function setKeys(vpn: u64): usize {
@@ -90,6 +95,8 @@ export function tlbFill(vpn: u64, hpaPage: u64, gpaPage: u64, flags: u32): void 
   const way = load<u32>(f);
   store<u32>(f, way + 1 == tlbWays ? 0 : way + 1);
   const k = setKeys(vpn) + (<usize>way << 3);
+  const old = load<u64>(k);
+  if (old != 0) l0Drop(keyVpn(old)); // evicted
   store<u64>(k, tlbKey(vpn, vpid));
   const p = entryOf(k);
   store<u64>(p, ep4ta(), TE_EP4TA);
@@ -101,7 +108,12 @@ export function tlbFill(vpn: u64, hpaPage: u64, gpaPage: u64, flags: u32): void 
 /** Drops entry `p` (from tlbLookup). */
 export function tlbDrop(p: usize): void { dropKey(keyOf(p)); }
 
-@inline function dropKey(k: usize): void { store<u64>(k, 0); }
+@inline function dropKey(k: usize): void {
+  const key = load<u64>(k);
+  if (key == 0) return;
+  l0Drop(keyVpn(key));
+  store<u64>(k, 0);
+}
 
 /** INVLPG: the page's mappings for the current VPID, under every EPTP. */
 export function invlpg(gva: u64): void {
@@ -147,4 +159,49 @@ export function invept(type: i32, p4: u64): void {
   for (let i: usize = 0, k = keyBase; i < n; i++, k += 8) {
     if (type != INVEPT_SINGLE || load<u64>(entryOf(k), TE_EP4TA) == tag) dropKey(k);
   }
+}
+
+// ---- L0 -------------------------------------------------------------------------------------
+// A direct-mapped mirror of main-TLB entries of the current context, for runBatch's fast path
+// (sim/batch.ts). A model-invisible cache: an L0 hit is exactly a main-TLB hit that neither
+// faults nor walks again, and runBatch counts it as the TLB hit it is.
+//
+// Entry (L0_ENTRY bytes), slot = GVA bits 19:12:
+//   0  u64  key: GVA >> 12 | L0_VALID. All 52 bits, so a match also proves the access canonical
+//           (the key was made from a canonical GVA, and bits 63:47 are those of the whole page).
+//   8  u64  HPA of the page | a "served" bit per access kind: bit (ACC_* & 7) is set when that
+//           access (read/write/fetch, supervisor/user) is served by the main entry without a
+//           fault or a walk, given the WP and NXE in force when the entry was mirrored.
+// Invariant: an L0 entry exists only while its main-TLB entry does, and only for the context,
+// WP and NXE it was made under: drops, evictions and invalidations clear it, and so do init,
+// setGuest, setEpt and setVpid (l0Flush). Pages that do not lie wholly inside host memory are
+// never mirrored, so a served access needs no bounds check.
+export const L0_ENTRIES: u32 = 256;
+export const L0_ENTRY: usize = 16;
+export const L0_VALID: u64 = <u64>1 << 63;
+export function l0Bytes(): usize { return <usize>L0_ENTRIES * L0_ENTRY; }
+
+@inline export function l0Slot(vpn: u64): usize { return l0Base + (<usize>(<u32>vpn & (L0_ENTRIES - 1)) * L0_ENTRY); }
+/** Forgets whatever the slot of `vpn` mirrors (at most the entry for `vpn`, or one that aliases). */
+@inline function l0Drop(vpn: u64): void { store<u64>(l0Slot(vpn), 0); }
+export function l0Flush(): void { memory.fill(l0Base, 0, l0Bytes()); }
+
+/** Mirrors main-TLB entry `p`, just used to serve an access at canonical `gva`. */
+export function l0Fill(gva: u64, p: usize): void {
+  const hpaPage = load<u64>(p, TE_HPA);
+  if (hpaPage + 4096 > physBytes) return;
+  const f = load<u32>(p, TE_FLAGS);
+  // What page() in access.ts decides on a hit, for each access kind (guestAllows and the EPT
+  // rights, and for writes no re-walk: guest D and EPT D set, no SPP).
+  const us = (f & TF_US) != 0, rw = (f & TF_RW) != 0;
+  const exec = !(efNxe && (f & TF_XD) != 0);
+  const er = (f & TF_ER) != 0, ew = (f & TF_EW) != 0, ex = (f & TF_EX) != 0;
+  const dirty = (f & (TF_GD | TF_ED | TF_SPP)) == (TF_GD | TF_ED);
+  let served: u64 = 0;
+  if (er) served |= (<u64>1 << ACC_READ) | (us ? <u64>1 << (ACC_READ | ACC_USER) : 0);
+  if (ew && dirty) served |= ((rw || !cr0Wp) ? <u64>1 << ACC_WRITE : 0) | (us && rw ? <u64>1 << (ACC_WRITE | ACC_USER) : 0);
+  if (ex && exec) served |= (<u64>1 << ACC_FETCH) | (us ? <u64>1 << (ACC_FETCH | ACC_USER) : 0);
+  const e = l0Slot(gva >> 12);
+  store<u64>(e, (gva >> 12) | L0_VALID);
+  store<u64>(e, hpaPage | served, 8);
 }
