@@ -13,8 +13,8 @@ import {
   CNT_EPT_REFS, CNT_AD_WRITES,
 } from './consts';
 import {
-  rsvdHigh, eptExecOnly, eptGbPages, eptRoot, eptAd, addrMask, sppEnabled, pmlEnabled, pmlIndex,
-  physOk, phys64, setPhys64, raise, raiseBus, count,
+  rsvdHigh, eptExecOnly, eptGbPages, eptRoot, eptAd, addrMask, sppEnabled, pmlEnabled, pmlIndex, physBytes,
+  phys64, setPhys64, raise, raiseBus, count, countBy,
 } from './state';
 import { levelShift } from './pte';
 import { pmlLog } from './pml';
@@ -58,50 +58,76 @@ export let eLeafVal: u64 = 0;
 // HPAs of the entries used, by level, for the accessed-flag updates.
 const used = memory.data(40);
 
+/** Memory types 2, 3 and 7 (bits set in this mask, by type) are reserved in a leaf. */
+const MT_RESERVED: u32 = 0x8c;
+
 /**
  * Translates `gpa` for an access of `acc` (EQ_READ / EQ_WRITE / EQ_FETCH bits) of `len` bytes.
  * `guestLevel` is the guest level whose entry is being located (0: the final GPA); `gva` and
  * `access` describe the linear access for the fault record. M = u64: the architectural walk
- * (counts, sets A/D, logs to PML); M = u8: the inspection walk (records steps, changes nothing).
+ * (sets A/D, logs to PML); M = u8: the inspection walk (records steps, changes nothing).
  * Returns false with the fault raised.
+ *
+ * EPT references: a translation that fails counts its own; one that succeeds read 5 - eLevel
+ * entries, which the caller (translate) counts together with the rest of its walk.
  */
 export function eptTranslate<M>(gpa: u64, acc: u32, len: u32, gva: u64, access: u32, guestLevel: u32): bool {
   const inspect = sizeof<M>() == 1;
+  // Globals read once: the loop calls nothing that changes them.
+  const rsvd = rsvdHigh, mask = addrMask, limit = physBytes;
   let table = eptRoot;
   let perm: u32 = 7;
   let upper: u32 = 7;
   let level: u32 = 4;
   let e: u64 = 0;
   let eh: u64 = 0;
+  /** AND of the entries as read: with EPT_A set in it, no accessed flag needs writing */
+  let andAll: u64 = ~(<u64>0);
   while (true) {
     eh = table + (((gpa >> levelShift(level)) & 511) << 3);
-    if (!physOk(eh, 8)) { raiseBus(eh, gva, access); return false; }
-    e = phys64(eh);
-    const present = (e & 7) != 0;
-    const bad = present && eptMisconfigured(e, level);
-    const leaf = present && !bad && eptIsLeaf(e, level);
-    if (inspect) {
-      step(STEP_EPT, level, guestLevel, (present ? 0 : STEP_F_NOT_PRESENT) | (bad ? STEP_F_RSVD : 0) | (leaf ? STEP_F_LEAF : 0), eh, eh, e, gpa);
-    } else {
-      count(CNT_EPT_REFS);
+    if (eh + 8 > limit) {
+      if (!inspect) countBy(CNT_EPT_REFS, <u64>(4 - level));
+      raiseBus(eh, gva, access);
+      return false;
     }
+    e = phys64(eh);
     store<u64>(used + (<usize>level << 3), eh);
     upper = perm;
     perm &= <u32>(e & 7);
-    if (!present) {
-      raise(FAULT_EPT_VIOLATION, gva, gpa, access, level, violationCode(acc, 0, guestLevel), EXIT_EPT_VIOLATION, guestLevel);
-      return false;
-    }
-    if (bad) {
-      raise(FAULT_EPT_MISCONFIG, gva, gpa, access, level, 0, EXIT_EPT_MISCONFIG, guestLevel);
-      return false;
+    andAll &= e;
+    // The common entries are decided inline; eptMisconfigured runs only for the rest. An entry
+    // with R set and bits 51:MAXPHYADDR clear is present and neither write-only nor execute-only;
+    // above level 1, bits 7:3 clear also rule out PS, memory type, IPAT and the PML4E's reserved
+    // bits: a well-formed table pointer. At level 1 the memory type is all that remains to check.
+    let leaf: bool;
+    if ((e & 1) != 0 && (e & (level == 1 ? rsvd : rsvd | 0xf8)) == 0
+      && (level != 1 || ((MT_RESERVED >> <u32>((e >> 3) & 7)) & 1) == 0)) {
+      leaf = level == 1;
+      if (inspect) step(STEP_EPT, level, guestLevel, leaf ? STEP_F_LEAF : 0, eh, eh, e, gpa);
+    } else {
+      const present = (e & 7) != 0;
+      const bad = present && eptMisconfigured(e, level);
+      leaf = present && !bad && eptIsLeaf(e, level);
+      if (inspect) {
+        step(STEP_EPT, level, guestLevel, (present ? 0 : STEP_F_NOT_PRESENT) | (bad ? STEP_F_RSVD : 0) | (leaf ? STEP_F_LEAF : 0), eh, eh, e, gpa);
+      }
+      if (!present) {
+        if (!inspect) countBy(CNT_EPT_REFS, <u64>(5 - level));
+        raise(FAULT_EPT_VIOLATION, gva, gpa, access, level, violationCode(acc, 0, guestLevel), EXIT_EPT_VIOLATION, guestLevel);
+        return false;
+      }
+      if (bad) {
+        if (!inspect) countBy(CNT_EPT_REFS, <u64>(5 - level));
+        raise(FAULT_EPT_MISCONFIG, gva, gpa, access, level, 0, EXIT_EPT_MISCONFIG, guestLevel);
+        return false;
+      }
     }
     if (leaf) break;
-    table = e & addrMask;
+    table = e & mask;
     level--;
   }
   const size: u64 = <u64>1 << levelShift(level);
-  eHpa = (e & addrMask & ~(size - 1)) | (gpa & (size - 1));
+  eHpa = (e & mask & ~(size - 1)) | (gpa & (size - 1));
   ePerm = perm;
   eUpperPerm = upper;
   eLevel = level;
@@ -115,11 +141,13 @@ export function eptTranslate<M>(gpa: u64, acc: u32, len: u32, gva: u64, access: 
   if (denied) {
     const sppWrite = acc == EQ_WRITE && guestLevel == 0 && sppEnabled && (perm & 1) != 0 && level == 1 && (e & EPT_SPP) != 0;
     if (!sppWrite) {
+      if (!inspect) countBy(CNT_EPT_REFS, <u64>(5 - level));
       raise(FAULT_EPT_VIOLATION, gva, gpa, access, level, violationCode(acc, perm, guestLevel), EXIT_EPT_VIOLATION, guestLevel);
       return false;
     }
     const s = sppAllows<M>(gpa, len, gva, access);
     if (s != SPP_GRANTED) {
+      if (!inspect) countBy(CNT_EPT_REFS, <u64>(5 - level));
       if (s == SPP_DENIED) {
         raise(FAULT_EPT_VIOLATION, gva, gpa, access, level, violationCode(acc, perm, guestLevel) | EQ_SPP, EXIT_EPT_VIOLATION, guestLevel);
       }
@@ -132,10 +160,14 @@ export function eptTranslate<M>(gpa: u64, acc: u32, len: u32, gva: u64, access: 
   // with PML on needs a free log slot first, or the access ends in a PML-full exit untouched.
   const dirty = (acc & EQ_WRITE) != 0 && (e & EPT_D) == 0;
   if (dirty && pmlEnabled && pmlIndex > 511) {
+    if (!inspect) countBy(CNT_EPT_REFS, <u64>(5 - level));
     raise(FAULT_PML_FULL, gva, gpa, access, level, 0, EXIT_PML_FULL, guestLevel);
     return false;
   }
   if (inspect) return true;
+  // Nothing has written memory since the entries were read (SPP only reads), so when every one
+  // of them had A and no D is due there is nothing to write: the usual case once a page is warm.
+  if ((andAll & EPT_A) != 0 && !dirty) return true;
   for (let l: u32 = 4; l > level; l--) {
     const p = load<u64>(used + (<usize>l << 3));
     const v = phys64(p);

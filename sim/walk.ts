@@ -2,15 +2,15 @@
 // by translating its GPA through the EPT, then read; the final GPA is translated once more.
 // A cold 4 KiB/4 KiB translation reads 4 x (4 + 1) + 4 = 24 entries.
 import {
-  PTE_P, PTE_RW, PTE_US, PTE_XD, PTE_A, PTE_D, PTE_G, EPT_SPP,
+  PTE_P, PTE_RW, PTE_US, PTE_XD, PTE_A, PTE_D, PTE_G, PTE_PS, EPT_SPP,
   PFEC_P, PFEC_WR, PFEC_US, PFEC_RSVD, PFEC_ID, EQ_READ, EQ_WRITE, EQ_FETCH,
   ACC_WRITE, ACC_FETCH, ACC_READ, ACC_USER, ACC_KIND_MASK,
   FAULT_PF, FAULT_EPT_VIOLATION, EXIT_EPT_VIOLATION,
   STEP_GUEST, STEP_F_LEAF, STEP_F_NOT_PRESENT, STEP_F_RSVD,
-  CNT_WALKS, CNT_GUEST_REFS, CNT_AD_WRITES, CNT_PSC_HITS,
+  CNT_WALKS, CNT_GUEST_REFS, CNT_EPT_REFS, CNT_AD_WRITES, CNT_PSC_HITS,
 } from './consts';
 import { pscLookup, pscFill, pscTable, pscRights } from './psc';
-import { cr3, addrMask, cr0Wp, efNxe, eptAd, physOk, phys64, setPhys64, raise, raiseBus, count } from './state';
+import { cr3, addrMask, rsvdHigh, physBytes, cr0Wp, efNxe, eptAd, pmlIndex, phys64, setPhys64, raise, raiseBus, count, countBy } from './state';
 import { levelShift, pteReserved, pteIsLeaf } from './pte';
 import { eptTranslate, eHpa, ePerm, eLevel, eLeafVal, violationCode } from './ept';
 import { step, patchLastFlags } from './inspect';
@@ -20,13 +20,10 @@ import { TF_RW, TF_US, TF_XD, TF_ER, TF_EW, TF_EX, TF_GD, TF_ED, TF_SPP, TF_G } 
 export const VEC_PF: u32 = 14;
 export const VEC_GP: u32 = 13;
 
-// Per guest level (index 1..4) of the last walk: the entry's GPA, HPA, value as read, the EPT
-// rights and EPT leaf level of the translation that located it.
-const wGpa = memory.data(40);
+// Per guest level (index 1..4) of the last walk: the entry's HPA and its value as read (for the
+// A/D updates, the PDE cache and the write-protect handler).
 const wHpa = memory.data(40);
 const wVal = memory.data(40);
-const wPerm = memory.data(20);
-const wEptLevel = memory.data(20);
 
 // Result of the last successful translation of one page.
 export let tHpa: u64 = 0;
@@ -68,9 +65,15 @@ export function translate<M>(gva: u64, access: u32, len: u32): bool {
   const write = kind == ACC_WRITE;
   // Guest paging-structure accesses are reads, or writes for EPT when EPT A/D is on (29.3.5).
   const psAcc: u32 = eptAd ? EQ_READ | EQ_WRITE : EQ_READ;
-  if (!inspect) count(CNT_WALKS);
+  // Globals read once (eptTranslate changes none of them), and the reserved bits every level
+  // shares: 51:MAXPHYADDR, and XD without NXE.
+  const mask = addrMask, limit = physBytes;
+  const rsvdAll: u64 = rsvdHigh | (efNxe ? 0 : PTE_XD);
+  const pml0 = pmlIndex;
+  // The walk and its references are counted once, as it ends (countWalk), not entry by entry.
+  let guestRefs: u64 = 0, eptRefs: u64 = 0;
 
-  let table = cr3 & addrMask;
+  let table = cr3 & mask;
   let rw = true, us = true, xd = false;
   let level: u32 = 4;
   // A cached PDE lets the architectural walk start at the page table (never the inspection).
@@ -81,27 +84,38 @@ export function translate<M>(gva: u64, access: u32, len: u32): bool {
     count(CNT_PSC_HITS);
   }
   const top = level;
+  const topTable = table;
   let e: u64 = 0;
+  let hpaE: u64 = 0;
   let pdeTable: u64 = 0;
+  /** EPT rights (bits 2:0) and EPT leaf level (bits 6:4) of each level's entry translation, a byte per level */
+  let eptOf: u64 = 0;
+  /** AND of the entries as read: with PTE_A set in it, no accessed flag needs writing */
+  let andAll: u64 = ~(<u64>0);
   while (true) {
     const gpaE = table + (((gva >> levelShift(level)) & 511) << 3);
-    if (!eptTranslate<M>(gpaE, psAcc, 8, gva, access, level)) return false;
-    const hpaE = eHpa;
-    if (!physOk(hpaE, 8)) { raiseBus(hpaE, gva, access); return false; }
+    if (!eptTranslate<M>(gpaE, psAcc, 8, gva, access, level)) { countWalk<M>(guestRefs, eptRefs); return false; }
+    eptRefs += <u64>(5 - eLevel);
+    hpaE = eHpa;
+    if (hpaE + 8 > limit) { countWalk<M>(guestRefs, eptRefs); raiseBus(hpaE, gva, access); return false; }
     e = phys64(hpaE);
     if (inspect) step(STEP_GUEST, level, level, 0, gpaE, hpaE, e, gva);
-    else count(CNT_GUEST_REFS);
-    store<u64>(wGpa + (<usize>level << 3), gpaE);
+    else guestRefs++;
     store<u64>(wHpa + (<usize>level << 3), hpaE);
     store<u64>(wVal + (<usize>level << 3), e);
-    store<u32>(wPerm + (<usize>level << 2), ePerm);
-    store<u32>(wEptLevel + (<usize>level << 2), eLevel);
+    eptOf |= <u64>(ePerm | (eLevel << 4)) << (<u64>level << 3);
+    andAll &= e;
     if ((e & PTE_P) == 0) {
+      countWalk<M>(guestRefs, eptRefs);
       if (inspect) patchLastFlags(STEP_F_NOT_PRESENT);
       raise(FAULT_PF, gva, 0, access, level, pfCode(access, 0), VEC_PF, 0);
       return false;
     }
-    if (pteReserved(e, level) != 0) {
+    // The level-specific reserved bits are PS in a PML4E and those of large pages; the rest of
+    // the time only the shared ones apply.
+    const rsvd = level == 4 ? e & (rsvdAll | PTE_PS) : (e & PTE_PS) != 0 ? pteReserved(e, level) : e & rsvdAll;
+    if (rsvd != 0) {
+      countWalk<M>(guestRefs, eptRefs);
       if (inspect) patchLastFlags(STEP_F_RSVD);
       raise(FAULT_PF, gva, 0, access, level, pfCode(access, PFEC_P | PFEC_RSVD), VEC_PF, 0);
       return false;
@@ -110,32 +124,42 @@ export function translate<M>(gva: u64, access: u32, len: u32): bool {
     us = us && (e & PTE_US) != 0;
     xd = xd || (e & PTE_XD) != 0;
     if (pteIsLeaf(e, level)) break;
-    if (level == 2) pdeTable = e & addrMask;
-    table = e & addrMask;
+    if (level == 2) pdeTable = e & mask;
+    table = e & mask;
     level--;
   }
   if (inspect) patchLastFlags(STEP_F_LEAF);
   const size: u64 = <u64>1 << levelShift(level);
-  const gpa = (e & addrMask & ~(size - 1)) | (gva & (size - 1));
+  const gpa = (e & mask & ~(size - 1)) | (gva & (size - 1));
 
   if (!guestAllows(access, rw, us, xd)) {
+    countWalk<M>(guestRefs, eptRefs);
     raise(FAULT_PF, gva, 0, access, level, pfCode(access, PFEC_P), VEC_PF, 0);
     return false;
   }
 
-  // Guest A/D (4.8), top down, each a locked write to the entry's GPA that needs EPT W.
-  for (let l: u32 = top; l >= level; l--) {
-    const hpaE = load<u64>(wHpa + (<usize>l << 3));
-    const v = inspect ? load<u64>(wVal + (<usize>l << 3)) : phys64(hpaE);
-    const need = ((v & PTE_A) == 0 ? PTE_A : 0) | (l == level && write && (v & PTE_D) == 0 ? PTE_D : 0);
-    if (need == 0) continue;
-    const perm = load<u32>(wPerm + (<usize>l << 2));
-    if ((perm & 2) == 0) {
-      raise(FAULT_EPT_VIOLATION, gva, load<u64>(wGpa + (<usize>l << 3)), access, load<u32>(wEptLevel + (<usize>l << 2)),
-        violationCode(EQ_READ | EQ_WRITE, perm, l), EXIT_EPT_VIOLATION, l);
-      return false;
+  // Guest A/D (4.8), top down, each a locked write to the entry's GPA that needs EPT W. Skipped
+  // when every entry had A as read and no D is due: then there is nothing to write or check, as
+  // long as nothing cleared an A or D flag since the entries were read. The only memory writes
+  // in between are EPT A/D flags (bits 8 and 9, never 5 or 6, whatever an entry may alias) and
+  // PML log entries (whole words), and the PML index tells whether any was logged.
+  const dueD = write && (e & PTE_D) == 0;
+  if ((andAll & PTE_A) == 0 || dueD || pmlIndex != pml0) {
+    for (let l: u32 = top; l >= level; l--) {
+      const at = load<u64>(wHpa + (<usize>l << 3));
+      const v = inspect ? load<u64>(wVal + (<usize>l << 3)) : phys64(at);
+      const need = ((v & PTE_A) == 0 ? PTE_A : 0) | (l == level && write && (v & PTE_D) == 0 ? PTE_D : 0);
+      if (need == 0) continue;
+      const ept = <u32>(eptOf >> (<u64>l << 3));
+      if ((ept & 2) == 0) {
+        // the entry's GPA, from the table that the level above (as read) or the walk's start named
+        const gpaL = (l == top ? topTable : load<u64>(wVal + (<usize>(l + 1) << 3)) & mask) + (((gva >> levelShift(l)) & 511) << 3);
+        countWalk<M>(guestRefs, eptRefs);
+        raise(FAULT_EPT_VIOLATION, gva, gpaL, access, (ept >> 4) & 7, violationCode(EQ_READ | EQ_WRITE, ept & 7, l), EXIT_EPT_VIOLATION, l);
+        return false;
+      }
+      if (!inspect) { setPhys64(at, v | need); count(CNT_AD_WRITES); }
     }
-    if (!inspect) { setPhys64(hpaE, v | need); count(CNT_AD_WRITES); }
   }
   // Cache the PDE once the entries above the page table are known good and accessed.
   if (!inspect && top == 4 && level == 1) {
@@ -144,10 +168,12 @@ export function translate<M>(gva: u64, access: u32, len: u32): bool {
       | (((w2 | w3 | w4) & PTE_XD) != 0 ? 4 : 0));
   }
   tLeafLevel = level;
-  tLeafHpa = load<u64>(wHpa + (<usize>level << 3));
+  tLeafHpa = hpaE;
   const leafD = write || (e & PTE_D) != 0;
 
-  if (!eptTranslate<M>(gpa, eqAccess(kind), len, gva, access, 0)) return false;
+  const ok = eptTranslate<M>(gpa, eqAccess(kind), len, gva, access, 0);
+  countWalk<M>(guestRefs, ok ? eptRefs + <u64>(5 - eLevel) : eptRefs);
+  if (!ok) return false;
   tHpa = eHpa;
   tGpa = gpa;
   tFlags = (rw ? TF_RW : 0) | (us ? TF_US : 0) | (xd ? TF_XD : 0)
@@ -156,6 +182,14 @@ export function translate<M>(gva: u64, access: u32, len: u32): bool {
     | (eLevel == 1 && (eLeafVal & EPT_SPP) != 0 ? TF_SPP : 0) | ((e & PTE_G) != 0 ? TF_G : 0)
     | (level << 16) | (eLevel << 20);
   return true;
+}
+
+/** Counts a walk and its guest and EPT references, once as it ends (the architectural walk only). */
+@inline function countWalk<M>(guest: u64, ept: u64): void {
+  if (sizeof<M>() == 1) return;
+  count(CNT_WALKS);
+  countBy(CNT_GUEST_REFS, guest);
+  countBy(CNT_EPT_REFS, ept);
 }
 
 /** The guest level's recorded entry (for handlers after an inspection walk). */
