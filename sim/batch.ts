@@ -134,8 +134,8 @@ export function runBatch(start: u32, end: u32, handlers: u32): u32 {
   const l0 = l0Base, phys = physBase, values = valueBase, vcap = <u64>valueCap;
   let served: u64 = 0, servedBytes: u64 = 0, lastHpa: u64 = 0;
   let i = start;
-  for (; i < end; i++) {
-    const r = batchBase + <usize>i * <usize>REC_SIZE;
+  let r = batchBase + <usize>i * <usize>REC_SIZE;
+  for (; i < end; i++, r += <usize>REC_SIZE) {
     const gva = load<u64>(r + REC_GVA);
     const access = <u32>load<u8>(r + REC_KIND);
     const size = <u32>load<u8>(r + REC_SIZE_FIELD);
