@@ -1,9 +1,9 @@
-// The simulator's WASM exports. Layout: control areas first, host-physical memory last.
+// The simulator's WASM exports. Layout: host-physical memory at PHYS_BASE, control areas after it.
 import { CNT_COUNT, FR_SIZE, STEP_MAX, STEP_SIZE, FAULT_NONE, FAULT_GP, REC_SIZE } from './consts';
 import {
   setLayout, setSizes, setMaxPhyAddr, setGuest as stGuest, setEpt as stEpt, setVpid as stVpid,
   setPml as stPml, setSpp as stSpp, pmlIndex, resetCounters as stResetCounters, commitFault, clearFault,
-  raise, raiseBus, physOk, fKind, cntBase, faultBase, stepBase, dlogBase, batchBase, valueBase, physBase,
+  raise, raiseBus, physOk, fKind, cntBase, faultBase, stepBase, dlogBase, batchBase, valueBase, physBase, PHYS_BASE,
 } from './state';
 import { PSC_ENTRY } from './psc';
 import { tlbBytes, tlbLayout, l0Bytes, l0Flush, invlpg as tlbInvlpg, invvpid as tlbInvvpid, invept as tlbInvept } from './tlb';
@@ -17,35 +17,37 @@ export const ERR_TOO_BIG: i32 = 1;
 export const ERR_SETS: i32 = 2;
 export const ERR_MAXPHYADDR: i32 = 3;
 
-@inline function align(v: usize, a: usize): usize { return (v + a - 1) & ~(a - 1); }
+@inline function align64(v: u64, a: u64): u64 { return (v + a - 1) & ~(a - 1); }
 
 /**
- * Lays out memory for `physBytes` of host memory, a TLB of sets x ways and its L0 mirror, a PDE
- * cache of pscN entries (0: none), and the dirty-log, batch and value areas. Everything starts
- * zeroed. Returns 0 or an ERR_* code.
+ * Lays out memory for `physBytes` of host memory (at PHYS_BASE), then the counters, fault record,
+ * inspection steps, a TLB of sets x ways and its L0 mirror, a PDE cache of pscN entries (0: none),
+ * and the dirty-log, batch and value areas. Everything starts zeroed. Returns 0 or an ERR_* code.
  */
 export function init(physBytes: u64, sets: u32, ways: u32, pscN: u32, dlogCap: u32, batchCap: u32, valueCap: u32, maxPhy: u32): i32 {
   if (sets == 0 || (sets & (sets - 1)) != 0) return ERR_SETS;
   if ((pscN & (pscN - 1)) != 0) return ERR_SETS;
   if (maxPhy < 36 || maxPhy > 52) return ERR_MAXPHYADDR;
-  let p = align(__heap_base, 64);
-  const cnt = p; p += <usize>CNT_COUNT << 3;
-  const fault = p; p += <usize>FR_SIZE;
-  const steps = p; p += <usize>STEP_MAX * <usize>STEP_SIZE;
-  const tlb = align(p, 64); p = tlb + tlbBytes(sets, ways);
-  const l0 = align(p, 64); p = l0 + l0Bytes();
-  const psc = align(p, 64); p = psc + <usize>pscN * PSC_ENTRY;
-  const dlog = align(p, 64); p = dlog + (<usize>dlogCap << 4);
-  const batch = align(p, 64); p = batch + <usize>batchCap * <usize>REC_SIZE;
-  const value = p; p += <usize>valueCap;
-  const phys = align(p, 4096);
-  const end = <u64>phys + physBytes;
+  if (<usize>__heap_base > PHYS_BASE) unreachable(); // static data grew into host memory: raise PHYS_BASE
+  // Laid out in 64 bits: nothing may wrap before the size check.
+  const phys = <u64>PHYS_BASE;
+  let p = align64(phys + physBytes, 64);
+  const cnt = p; p += <u64>CNT_COUNT << 3;
+  const fault = p; p += <u64>FR_SIZE;
+  const steps = p; p += <u64>STEP_MAX * <u64>STEP_SIZE;
+  const tlb = align64(p, 64); p = tlb + tlbBytes(sets, ways);
+  const l0 = align64(p, 64); p = l0 + <u64>l0Bytes();
+  const psc = align64(p, 64); p = psc + <u64>pscN * <u64>PSC_ENTRY;
+  const dlog = align64(p, 64); p = dlog + (<u64>dlogCap << 4);
+  const batch = align64(p, 64); p = batch + <u64>batchCap * <u64>REC_SIZE;
+  const value = p;
+  const end = value + <u64>valueCap;
   if (end > 0xffff0000) return ERR_TOO_BIG;
   const pages = <i32>((end + 0xffff) >> 16);
   const have = memory.size();
   if (pages > have && memory.grow(pages - have) < 0) return ERR_TOO_BIG;
-  memory.fill(cnt, 0, <usize>end - cnt);
-  setLayout(cnt, fault, steps, tlb, l0, psc, dlog, batch, value, phys);
+  memory.fill(<usize>phys, 0, <usize>(end - phys));
+  setLayout(<usize>cnt, <usize>fault, <usize>steps, <usize>tlb, <usize>l0, <usize>psc, <usize>dlog, <usize>batch, <usize>value);
   setSizes(physBytes, sets, ways, pscN, dlogCap, batchCap, valueCap);
   setMaxPhyAddr(maxPhy);
   tlbLayout();

@@ -6,8 +6,11 @@ import {
   ACC_VALUE, FR_KIND, FR_GVA, FR_GPA, FR_ACCESS, FR_LEVEL, FR_CODE, FR_EXIT_REASON, FR_GUEST_LEVEL, FR_INDEX,
 } from './consts';
 
-// Layout of linear memory, fixed by init(): control areas first, host-physical memory last so
-// that it can be as large as the configuration asks.
+// Layout of linear memory. Host-physical memory starts at a fixed address, PHYS_BASE, right above
+// the module's static data: every table and data access adds it to an HPA, and as a constant it
+// folds into the load instruction instead of costing an add on the walk's chain of dependent
+// loads. init() places the control areas after host memory, so both can be as large as the
+// configuration asks.
 export let cntBase: usize = 0;
 export let faultBase: usize = 0;
 export let stepBase: usize = 0;
@@ -17,7 +20,8 @@ export let pscBase: usize = 0;
 export let dlogBase: usize = 0;
 export let batchBase: usize = 0;
 export let valueBase: usize = 0;
-export let physBase: usize = 0;
+export const PHYS_BASE: usize = 0x10000;
+export const physBase: usize = PHYS_BASE;
 
 export let physBytes: u64 = 0;
 export let tlbSets: u32 = 0;
@@ -53,10 +57,10 @@ export let spptp: u64 = 0;
 export let pscEnabled: bool = false;
 
 export function setLayout(
-  cnt: usize, fault: usize, step: usize, tlb: usize, l0: usize, psc: usize, dlog: usize, batch: usize, value: usize, phys: usize,
+  cnt: usize, fault: usize, step: usize, tlb: usize, l0: usize, psc: usize, dlog: usize, batch: usize, value: usize,
 ): void {
   cntBase = cnt; faultBase = fault; stepBase = step; tlbBase = tlb; l0Base = l0; pscBase = psc;
-  dlogBase = dlog; batchBase = batch; valueBase = value; physBase = phys;
+  dlogBase = dlog; batchBase = batch; valueBase = value;
 }
 export function setSizes(pb: u64, sets: u32, ways: u32, psc: u32, dlog: u32, batch: u32, value: u32): void {
   physBytes = pb; tlbSets = sets; tlbWays = ways; pscEntries = psc; dlogCap = dlog; batchCap = batch; valueCap = value;
@@ -91,8 +95,9 @@ export function resetCounters(): void { memory.fill(cntBase, 0, <usize>CNT_COUNT
 // Host-physical memory. Bounds are checked on every table read so a broken table reports
 // FAULT_BUS instead of reading outside the simulated memory.
 @inline export function physOk(hpa: u64, len: u64): bool { return hpa + len <= physBytes; }
-@inline export function phys64(hpa: u64): u64 { return load<u64>(physBase + <usize>hpa); }
-@inline export function setPhys64(hpa: u64, v: u64): void { store<u64>(physBase + <usize>hpa, v); }
+// PHYS_BASE as the instruction's constant offset (binaryen would not fold an add into it).
+@inline export function phys64(hpa: u64): u64 { return load<u64>(<usize>hpa, PHYS_BASE); }
+@inline export function setPhys64(hpa: u64, v: u64): void { store<u64>(<usize>hpa, v, PHYS_BASE); }
 
 // The last fault, written to the fault record by commitFault().
 export let fKind: i32 = FAULT_NONE;

@@ -51,8 +51,8 @@ let keyBase: usize = 0;
 let entBase: usize = 0;
 let fifoBase: usize = 0;
 
-export function tlbBytes(sets: u32, ways: u32): usize {
-  return <usize>sets * <usize>ways * (8 + TLB_ENTRY) + (<usize>sets << 2);
+export function tlbBytes(sets: u32, ways: u32): u64 {
+  return <u64>sets * <u64>ways * <u64>(8 + TLB_ENTRY) + (<u64>sets << 2);
 }
 /** Places the three arrays in the TLB area (after setLayout and setSizes). */
 export function tlbLayout(): void {
