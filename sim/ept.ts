@@ -7,13 +7,13 @@
 // Bits 2:0 = 000b: not present. PML4E reserves bits 7:3; a non-leaf PDPTE/PDE reserves 6:3;
 // a 1 GiB leaf reserves 29:12 and a 2 MiB leaf 20:12. D exists in leaves only.
 import {
-  EPT_PS, EPT_A, EPT_D, EPT_SPP, EPT_W, EQ_READ, EQ_WRITE, EQ_FETCH, EQ_GLA_VALID, EQ_GLA_XLATE,
+  EPT_R, EPT_PS, EPT_A, EPT_D, EPT_SPP, EPT_W, EQ_READ, EQ_WRITE, EQ_FETCH, EQ_GLA_VALID, EQ_GLA_XLATE,
   EQ_SPP, FAULT_EPT_VIOLATION, FAULT_EPT_MISCONFIG, FAULT_PML_FULL, EXIT_EPT_VIOLATION,
   EXIT_EPT_MISCONFIG, EXIT_PML_FULL, STEP_EPT, STEP_F_LEAF, STEP_F_NOT_PRESENT, STEP_F_RSVD,
   CNT_EPT_REFS, CNT_AD_WRITES,
 } from './consts';
 import {
-  rsvdHigh, eptExecOnly, eptGbPages, eptRoot, eptAd, addrMask, sppEnabled, pmlEnabled, pmlIndex, physBytes,
+  rsvdHigh, eptExecOnly, eptGbPages, eptRoot, eptAd, addrMask, sppEnabled, pmlEnabled, pmlIndex, physLast, eptPointerMask, eptPointerWant, eptLeafMask,
   phys64, setPhys64, raise, raiseBus, count, countBy,
 } from './state';
 import { levelShift } from './pte';
@@ -55,9 +55,6 @@ export let eLeafHpa: u64 = 0;
 /** the leaf after this translation's A/D updates */
 export let eLeafVal: u64 = 0;
 
-// HPAs of the entries used, by level, for the accessed-flag updates.
-const used = memory.data(40);
-
 /** Memory types 2, 3 and 7 (bits set in this mask, by type) are reserved in a leaf. */
 const MT_RESERVED: u32 = 0x8c;
 
@@ -70,66 +67,73 @@ const MT_RESERVED: u32 = 0x8c;
  *
  * EPT references: a translation that fails counts its own; one that succeeds read 5 - eLevel
  * entries, which the caller (translate) counts together with the rest of its walk.
+ *
+ * Inlined: translate runs five of these per walk, and a call would save and restore all of its
+ * live values around each one.
  */
-export function eptTranslate<M>(gpa: u64, acc: u32, len: u32, gva: u64, access: u32, guestLevel: u32): bool {
+@inline export function eptTranslate<M>(gpa: u64, acc: u32, len: u32, gva: u64, access: u32, guestLevel: u32): bool {
   const inspect = sizeof<M>() == 1;
-  // Globals read once: the loop calls nothing that changes them.
-  const rsvd = rsvdHigh, mask = addrMask, limit = physBytes;
+  // The common entries are decided by one mask test each (state.ts derives the masks);
+  // eptMisconfigured runs only for the rest. With R set an entry is present and neither
+  // write-only nor execute-only; with bits 51:MAXPHYADDR clear too it is a well-formed 4 KiB leaf
+  // unless its memory type is reserved. Above level 1, with bits 7:3 clear as well it is a
+  // well-formed table pointer; the test also asks for W, X and (with EPT A/D) A, so that such
+  // entries leave the rights and the "A everywhere" summary unchanged and the loop need not fold
+  // them in.
   let table = eptRoot;
-  let perm: u32 = 7;
-  let upper: u32 = 7;
   let level: u32 = 4;
   let e: u64 = 0;
   let eh: u64 = 0;
-  /** AND of the entries as read: with EPT_A set in it, no accessed flag needs writing */
-  let andAll: u64 = ~(<u64>0);
+  // AND of the entries above the current one as read (rights in bits 2:0; EPT_A set: no accessed
+  // flag is due there), apart from those that passed the fast test.
+  let andUpper: u64 = ~(<u64>0);
   while (true) {
     eh = table + (((gpa >> levelShift(level)) & 511) << 3);
-    if (eh + 8 > limit) {
+    if (eh > physLast) {
       if (!inspect) countBy(CNT_EPT_REFS, <u64>(4 - level));
       raiseBus(eh, gva, access);
       return false;
     }
     e = phys64(eh);
-    store<u64>(used + (<usize>level << 3), eh);
-    upper = perm;
-    perm &= <u32>(e & 7);
-    andAll &= e;
-    // The common entries are decided inline; eptMisconfigured runs only for the rest. An entry
-    // with R set and bits 51:MAXPHYADDR clear is present and neither write-only nor execute-only;
-    // above level 1, bits 7:3 clear also rule out PS, memory type, IPAT and the PML4E's reserved
-    // bits: a well-formed table pointer. At level 1 the memory type is all that remains to check.
-    let leaf: bool;
-    if ((e & 1) != 0 && (e & (level == 1 ? rsvd : rsvd | 0xf8)) == 0
-      && (level != 1 || ((MT_RESERVED >> <u32>((e >> 3) & 7)) & 1) == 0)) {
-      leaf = level == 1;
-      if (inspect) step(STEP_EPT, level, guestLevel, leaf ? STEP_F_LEAF : 0, eh, eh, e, gpa);
-    } else {
-      const present = (e & 7) != 0;
-      const bad = present && eptMisconfigured(e, level);
-      leaf = present && !bad && eptIsLeaf(e, level);
-      if (inspect) {
-        step(STEP_EPT, level, guestLevel, (present ? 0 : STEP_F_NOT_PRESENT) | (bad ? STEP_F_RSVD : 0) | (leaf ? STEP_F_LEAF : 0), eh, eh, e, gpa);
+    if (level != 1) {
+      if ((e & eptPointerMask) == eptPointerWant) {
+        if (inspect) step(STEP_EPT, level, guestLevel, 0, eh, eh, e, gpa);
+        table = e & addrMask;
+        level--;
+        continue;
       }
-      if (!present) {
-        if (!inspect) countBy(CNT_EPT_REFS, <u64>(5 - level));
-        raise(FAULT_EPT_VIOLATION, gva, gpa, access, level, violationCode(acc, 0, guestLevel), EXIT_EPT_VIOLATION, guestLevel);
-        return false;
-      }
-      if (bad) {
-        if (!inspect) countBy(CNT_EPT_REFS, <u64>(5 - level));
-        raise(FAULT_EPT_MISCONFIG, gva, gpa, access, level, 0, EXIT_EPT_MISCONFIG, guestLevel);
-        return false;
-      }
+    } else if ((e & eptLeafMask) == EPT_R && ((MT_RESERVED >> <u32>((e >> 3) & 7)) & 1) == 0) {
+      if (inspect) step(STEP_EPT, level, guestLevel, STEP_F_LEAF, eh, eh, e, gpa);
+      break;
+    }
+    // Anything else, in the order 29.3.3 gives: not present, misconfigured, leaf or pointer.
+    const present = (e & 7) != 0;
+    const bad = present && eptMisconfigured(e, level);
+    const leaf = present && !bad && eptIsLeaf(e, level);
+    if (inspect) {
+      step(STEP_EPT, level, guestLevel, (present ? 0 : STEP_F_NOT_PRESENT) | (bad ? STEP_F_RSVD : 0) | (leaf ? STEP_F_LEAF : 0), eh, eh, e, gpa);
+    }
+    if (!present) {
+      if (!inspect) countBy(CNT_EPT_REFS, <u64>(5 - level));
+      raise(FAULT_EPT_VIOLATION, gva, gpa, access, level, violationCode(acc, 0, guestLevel), EXIT_EPT_VIOLATION, guestLevel);
+      return false;
+    }
+    if (bad) {
+      if (!inspect) countBy(CNT_EPT_REFS, <u64>(5 - level));
+      raise(FAULT_EPT_MISCONFIG, gva, gpa, access, level, 0, EXIT_EPT_MISCONFIG, guestLevel);
+      return false;
     }
     if (leaf) break;
-    table = e & mask;
+    andUpper &= e;
+    table = e & addrMask;
     level--;
   }
+  const andAll = andUpper & e;
+  const perm = <u32>(andAll & 7);
   const size: u64 = <u64>1 << levelShift(level);
-  eHpa = (e & mask & ~(size - 1)) | (gpa & (size - 1));
+  eHpa = (e & addrMask & ~(size - 1)) | (gpa & (size - 1));
   ePerm = perm;
-  eUpperPerm = upper;
+  eUpperPerm = <u32>(andUpper & 7);
   eLevel = level;
   eLeafHpa = eh;
   eLeafVal = e;
@@ -168,10 +172,14 @@ export function eptTranslate<M>(gpa: u64, acc: u32, len: u32, gva: u64, access: 
   // Nothing has written memory since the entries were read (SPP only reads), so when every one
   // of them had A and no D is due there is nothing to write: the usual case once a page is warm.
   if ((andAll & EPT_A) != 0 && !dirty) return true;
+  // The entries above the leaf, found again from the root: memory is as the loop read it, but
+  // for the A flags set here, so the same pointers lead to the same entries.
+  let t = eptRoot;
   for (let l: u32 = 4; l > level; l--) {
-    const p = load<u64>(used + (<usize>l << 3));
+    const p = t + (((gpa >> levelShift(l)) & 511) << 3);
     const v = phys64(p);
     if ((v & EPT_A) == 0) { setPhys64(p, v | EPT_A); count(CNT_AD_WRITES); }
+    t = v & addrMask;
   }
   const v = phys64(eh);
   const want = v | EPT_A | (dirty ? EPT_D : 0);

@@ -2,7 +2,7 @@
 // VMCS fields that translation reads, the counters, and the last fault. Everything lives in
 // WASM linear memory or globals; nothing is allocated per access.
 import {
-  CNT_COUNT, FR_SIZE, STEP_MAX, STEP_SIZE, FAULT_NONE, FAULT_BUS, CNT_BUS,
+  PTE_P, PTE_PS, PTE_XD, EPT_R, EPT_A, CNT_COUNT, FR_SIZE, STEP_MAX, STEP_SIZE, FAULT_NONE, FAULT_BUS, CNT_BUS,
   ACC_VALUE, FR_KIND, FR_GVA, FR_GPA, FR_ACCESS, FR_LEVEL, FR_CODE, FR_EXIT_REASON, FR_GUEST_LEVEL, FR_INDEX,
 } from './consts';
 
@@ -64,16 +64,45 @@ export function setLayout(
 }
 export function setSizes(pb: u64, sets: u32, ways: u32, psc: u32, dlog: u32, batch: u32, value: u32): void {
   physBytes = pb; tlbSets = sets; tlbWays = ways; pscEntries = psc; dlogCap = dlog; batchCap = batch; valueCap = value;
+  derive();
 }
 export function setMaxPhyAddr(m: u32): void {
   maxPhyAddr = m;
   const below: u64 = (<u64>1 << m) - 1;
   addrMask = below & ~(<u64>0xfff);
   rsvdHigh = 0x000fffffffffffff & ~below;
+  derive();
 }
-export function setGuest(c3: u64, wp: bool, nxe: bool, gb: bool): void { cr3 = c3; cr0Wp = wp; efNxe = nxe; gbPages = gb; }
+export function setGuest(c3: u64, wp: bool, nxe: bool, gb: bool): void { cr3 = c3; cr0Wp = wp; efNxe = nxe; gbPages = gb; derive(); }
 export function setEpt(p: u64, execOnly: bool, gb: bool): void {
   eptp = p; eptRoot = p & addrMask; eptAd = (p & 0x40) != 0; eptExecOnly = execOnly; eptGbPages = gb;
+  derive();
+}
+
+// Constants of the walks' common-case tests (sim/walk.ts, sim/ept.ts), kept up to date by the
+// setters above. As globals they cost the loops one load each where they are used; as locals
+// worked out on entry they were recomputed inside the loops, short of registers.
+/** the last HPA where an 8-byte entry lies inside host memory */
+export let physLast: u64 = 0;
+/** a well-formed guest table pointer: (e & guestPointerMask) == PTE_P */
+export let guestPointerMask: u64 = 0;
+/** a well-formed guest PTE: (e & guestLeafMask) == PTE_P */
+export let guestLeafMask: u64 = 0;
+/** an EPT table pointer with R, W, X (and A with EPT A/D) set: (e & eptPointerMask) == eptPointerWant */
+export let eptPointerMask: u64 = 0;
+export let eptPointerWant: u64 = 0;
+/** a present EPT PTE free of reserved bits but for the memory type: (e & eptLeafMask) == EPT_R */
+export let eptLeafMask: u64 = 0;
+function derive(): void {
+  physLast = physBytes - 8;
+  // Bits every guest level reserves: 51:MAXPHYADDR, and XD without NXE; PS in a table pointer.
+  guestLeafMask = rsvdHigh | (efNxe ? 0 : PTE_XD) | PTE_P;
+  guestPointerMask = guestLeafMask | PTE_PS;
+  // R set: present, neither write-only nor execute-only; bits 7:3 clear above level 1: no PS,
+  // memory type or IPAT, nothing a PML4E reserves.
+  eptPointerWant = eptAd ? EPT_A | 7 : 7;
+  eptPointerMask = rsvdHigh | 0xf8 | eptPointerWant;
+  eptLeafMask = rsvdHigh | EPT_R;
 }
 export function setVpid(v: u32): void { vpid = v & 0xffff; }
 export function setPml(en: bool, addr: u64, index: u32): void { pmlEnabled = en; pmlAddress = addr; pmlIndex = index & 0xffff; }

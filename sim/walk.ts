@@ -10,7 +10,7 @@ import {
   CNT_WALKS, CNT_GUEST_REFS, CNT_EPT_REFS, CNT_AD_WRITES, CNT_PSC_HITS,
 } from './consts';
 import { pscLookup, pscFill, pscTable, pscRights } from './psc';
-import { cr3, addrMask, rsvdHigh, physBytes, cr0Wp, efNxe, eptAd, pmlIndex, phys64, setPhys64, raise, raiseBus, count, countBy } from './state';
+import { cr3, addrMask, physLast, guestLeafMask, guestPointerMask, cr0Wp, efNxe, eptAd, pmlIndex, phys64, setPhys64, raise, raiseBus, count, countBy } from './state';
 import { levelShift, pteReserved, pteIsLeaf } from './pte';
 import { eptTranslate, eHpa, ePerm, eLevel, eLeafVal, violationCode } from './ept';
 import { step, patchLastFlags } from './inspect';
@@ -21,9 +21,11 @@ export const VEC_PF: u32 = 14;
 export const VEC_GP: u32 = 13;
 
 // Per guest level (index 1..4) of the last walk: the entry's HPA and its value as read (for the
-// A/D updates, the PDE cache and the write-protect handler).
+// A/D updates, the PDE cache and the write-protect handler), and its EPT translation.
 const wHpa = memory.data(40);
 const wVal = memory.data(40);
+/** EPT rights (bits 2:0) and EPT leaf level (bits 6:4) of the translation that located each entry */
+const wEpt = memory.data(20);
 
 // Result of the last successful translation of one page.
 export let tHpa: u64 = 0;
@@ -65,75 +67,75 @@ export function translate<M>(gva: u64, access: u32, len: u32): bool {
   const write = kind == ACC_WRITE;
   // Guest paging-structure accesses are reads, or writes for EPT when EPT A/D is on (29.3.5).
   const psAcc: u32 = eptAd ? EQ_READ | EQ_WRITE : EQ_READ;
-  // Globals read once (eptTranslate changes none of them), and the reserved bits every level
-  // shares: 51:MAXPHYADDR, and XD without NXE.
-  const mask = addrMask, limit = physBytes;
-  const rsvdAll: u64 = rsvdHigh | (efNxe ? 0 : PTE_XD);
   const pml0 = pmlIndex;
-  // The walk and its references are counted once, as it ends (countWalk), not entry by entry.
-  let guestRefs: u64 = 0, eptRefs: u64 = 0;
 
-  let table = cr3 & mask;
-  let rw = true, us = true, xd = false;
+  let table = cr3 & addrMask;
   let level: u32 = 4;
-  // A cached PDE lets the architectural walk start at the page table (never the inspection).
+  // A cached PDE lets the architectural walk start at the page table (never the inspection),
+  // with the rights of the levels above.
+  let pscRw = true, pscUs = true, pscXd = false;
   if (!inspect && pscLookup(gva)) {
     table = pscTable;
-    rw = (pscRights & 1) != 0; us = (pscRights & 2) != 0; xd = (pscRights & 4) != 0;
+    pscRw = (pscRights & 1) != 0; pscUs = (pscRights & 2) != 0; pscXd = (pscRights & 4) != 0;
     level = 1;
     count(CNT_PSC_HITS);
   }
   const top = level;
-  const topTable = table;
   let e: u64 = 0;
   let hpaE: u64 = 0;
-  let pdeTable: u64 = 0;
-  /** EPT rights (bits 2:0) and EPT leaf level (bits 6:4) of each level's entry translation, a byte per level */
-  let eptOf: u64 = 0;
-  /** AND of the entries as read: with PTE_A set in it, no accessed flag needs writing */
-  let andAll: u64 = ~(<u64>0);
+  // The loop carries no more than it must (its state competes for registers with the EPT walks
+  // inlined into it): what the levels have in common is worked out from wVal and wEpt after it.
   while (true) {
     const gpaE = table + (((gva >> levelShift(level)) & 511) << 3);
-    if (!eptTranslate<M>(gpaE, psAcc, 8, gva, access, level)) { countWalk<M>(guestRefs, eptRefs); return false; }
-    eptRefs += <u64>(5 - eLevel);
+    if (!eptTranslate<M>(gpaE, psAcc, 8, gva, access, level)) { countWalk<M>(top, level + 1, level + 1); return false; }
+    store<u32>(wEpt + (<usize>level << 2), ePerm | (eLevel << 4));
     hpaE = eHpa;
-    if (hpaE + 8 > limit) { countWalk<M>(guestRefs, eptRefs); raiseBus(hpaE, gva, access); return false; }
+    if (hpaE > physLast) { countWalk<M>(top, level, level + 1); raiseBus(hpaE, gva, access); return false; }
     e = phys64(hpaE);
     if (inspect) step(STEP_GUEST, level, level, 0, gpaE, hpaE, e, gva);
-    else guestRefs++;
     store<u64>(wHpa + (<usize>level << 3), hpaE);
     store<u64>(wVal + (<usize>level << 3), e);
-    eptOf |= <u64>(ePerm | (eLevel << 4)) << (<u64>level << 3);
-    andAll &= e;
+    // The common entries are decided by one mask test each (state.ts derives the masks);
+    // pteReserved runs only for the rest. A present entry with none of the bits every level
+    // reserves (51:MAXPHYADDR, and XD without NXE) is a well-formed PTE at level 1, and with PS
+    // clear too a well-formed table pointer above.
+    if ((e & (level == 1 ? guestLeafMask : guestPointerMask)) == PTE_P) {
+      if (level == 1) break;
+      table = e & addrMask;
+      level--;
+      continue;
+    }
     if ((e & PTE_P) == 0) {
-      countWalk<M>(guestRefs, eptRefs);
+      countWalk<M>(top, level, level);
       if (inspect) patchLastFlags(STEP_F_NOT_PRESENT);
       raise(FAULT_PF, gva, 0, access, level, pfCode(access, 0), VEC_PF, 0);
       return false;
     }
-    // The level-specific reserved bits are PS in a PML4E and those of large pages; the rest of
-    // the time only the shared ones apply.
-    const rsvd = level == 4 ? e & (rsvdAll | PTE_PS) : (e & PTE_PS) != 0 ? pteReserved(e, level) : e & rsvdAll;
-    if (rsvd != 0) {
-      countWalk<M>(guestRefs, eptRefs);
+    if (pteReserved(e, level) != 0) {
+      countWalk<M>(top, level, level);
       if (inspect) patchLastFlags(STEP_F_RSVD);
       raise(FAULT_PF, gva, 0, access, level, pfCode(access, PFEC_P | PFEC_RSVD), VEC_PF, 0);
       return false;
     }
-    rw = rw && (e & PTE_RW) != 0;
-    us = us && (e & PTE_US) != 0;
-    xd = xd || (e & PTE_XD) != 0;
     if (pteIsLeaf(e, level)) break;
-    if (level == 2) pdeTable = e & mask;
-    table = e & mask;
+    table = e & addrMask;
     level--;
   }
   if (inspect) patchLastFlags(STEP_F_LEAF);
   const size: u64 = <u64>1 << levelShift(level);
-  const gpa = (e & mask & ~(size - 1)) | (gva & (size - 1));
+  const gpa = (e & addrMask & ~(size - 1)) | (gva & (size - 1));
+  // Access rights (4.6): R/W and U/S ANDed, XD ORed over the levels; and whether every entry
+  // had A as read.
+  let andAll: u64 = ~(<u64>0), orAll: u64 = 0;
+  for (let l = top; l >= level; l--) {
+    const v = load<u64>(wVal + (<usize>l << 3));
+    andAll &= v;
+    orAll |= v;
+  }
+  const rw = pscRw && (andAll & PTE_RW) != 0, us = pscUs && (andAll & PTE_US) != 0, xd = pscXd || (orAll & PTE_XD) != 0;
 
   if (!guestAllows(access, rw, us, xd)) {
-    countWalk<M>(guestRefs, eptRefs);
+    countWalk<M>(top, level, level);
     raise(FAULT_PF, gva, 0, access, level, pfCode(access, PFEC_P), VEC_PF, 0);
     return false;
   }
@@ -150,12 +152,13 @@ export function translate<M>(gva: u64, access: u32, len: u32): bool {
       const v = inspect ? load<u64>(wVal + (<usize>l << 3)) : phys64(at);
       const need = ((v & PTE_A) == 0 ? PTE_A : 0) | (l == level && write && (v & PTE_D) == 0 ? PTE_D : 0);
       if (need == 0) continue;
-      const ept = <u32>(eptOf >> (<u64>l << 3));
+      const ept = load<u32>(wEpt + (<usize>l << 2));
       if ((ept & 2) == 0) {
         // the entry's GPA, from the table that the level above (as read) or the walk's start named
-        const gpaL = (l == top ? topTable : load<u64>(wVal + (<usize>(l + 1) << 3)) & mask) + (((gva >> levelShift(l)) & 511) << 3);
-        countWalk<M>(guestRefs, eptRefs);
-        raise(FAULT_EPT_VIOLATION, gva, gpaL, access, (ept >> 4) & 7, violationCode(EQ_READ | EQ_WRITE, ept & 7, l), EXIT_EPT_VIOLATION, l);
+        const t = l == top ? (top == 4 ? cr3 & addrMask : pscTable) : load<u64>(wVal + (<usize>(l + 1) << 3)) & addrMask;
+        countWalk<M>(top, level, level);
+        raise(FAULT_EPT_VIOLATION, gva, t + (((gva >> levelShift(l)) & 511) << 3), access, (ept >> 4) & 7,
+          violationCode(EQ_READ | EQ_WRITE, ept & 7, l), EXIT_EPT_VIOLATION, l);
         return false;
       }
       if (!inspect) { setPhys64(at, v | need); count(CNT_AD_WRITES); }
@@ -164,7 +167,7 @@ export function translate<M>(gva: u64, access: u32, len: u32): bool {
   // Cache the PDE once the entries above the page table are known good and accessed.
   if (!inspect && top == 4 && level == 1) {
     const w2 = load<u64>(wVal + 16), w3 = load<u64>(wVal + 24), w4 = load<u64>(wVal + 32);
-    pscFill(gva, pdeTable, ((w2 & w3 & w4 & PTE_RW) != 0 ? 1 : 0) | ((w2 & w3 & w4 & PTE_US) != 0 ? 2 : 0)
+    pscFill(gva, w2 & addrMask, ((w2 & w3 & w4 & PTE_RW) != 0 ? 1 : 0) | ((w2 & w3 & w4 & PTE_US) != 0 ? 2 : 0)
       | (((w2 | w3 | w4) & PTE_XD) != 0 ? 4 : 0));
   }
   tLeafLevel = level;
@@ -172,8 +175,9 @@ export function translate<M>(gva: u64, access: u32, len: u32): bool {
   const leafD = write || (e & PTE_D) != 0;
 
   const ok = eptTranslate<M>(gpa, eqAccess(kind), len, gva, access, 0);
-  countWalk<M>(guestRefs, ok ? eptRefs + <u64>(5 - eLevel) : eptRefs);
+  countWalk<M>(top, level, level);
   if (!ok) return false;
+  if (!inspect) countBy(CNT_EPT_REFS, <u64>(5 - eLevel)); // the final GPA's translation
   tHpa = eHpa;
   tGpa = gpa;
   tFlags = (rw ? TF_RW : 0) | (us ? TF_US : 0) | (xd ? TF_XD : 0)
@@ -184,12 +188,18 @@ export function translate<M>(gva: u64, access: u32, len: u32): bool {
   return true;
 }
 
-/** Counts a walk and its guest and EPT references, once as it ends (the architectural walk only). */
-@inline function countWalk<M>(guest: u64, ept: u64): void {
+/**
+ * Counts a walk and its references once, as it ends (the architectural walk only): guest entries
+ * read at levels top..guestLow, and the EPT translations of levels top..eptLow that completed
+ * (wEpt has their leaf levels; a translation that failed counted its own).
+ */
+function countWalk<M>(top: u32, eptLow: u32, guestLow: u32): void {
   if (sizeof<M>() == 1) return;
   count(CNT_WALKS);
-  countBy(CNT_GUEST_REFS, guest);
-  countBy(CNT_EPT_REFS, ept);
+  countBy(CNT_GUEST_REFS, <u64>(top + 1 - guestLow));
+  let ept: u32 = 0;
+  for (let l = top; l >= eptLow; l--) ept += 5 - ((load<u32>(wEpt + (<usize>l << 2)) >> 4) & 7);
+  countBy(CNT_EPT_REFS, <u64>ept);
 }
 
 /** The guest level's recorded entry (for handlers after an inspection walk). */
