@@ -27,7 +27,7 @@ const RSVD_1G: u64 = 0x3ffff000;
 const RSVD_2M: u64 = 0x1ff000;
 
 /** EPT misconfiguration (29.3.3.1) of a present entry at `level`. */
-export function eptMisconfigured(e: u64, level: u32): bool {
+@inline export function eptMisconfigured(e: u64, level: u32): bool {
   const rwx = e & 7;
   if (rwx == 2 || rwx == 6) return true; // write without read
   if (rwx == 4 && !eptExecOnly) return true;
@@ -95,7 +95,7 @@ const MT_RESERVED: u32 = 0x8c;
       return false;
     }
     e = phys64(eh);
-    if (level != 1) {
+    if (level > 1) {
       if ((e & eptPointerMask) == eptPointerWant) {
         if (inspect) step(STEP_EPT, level, guestLevel, 0, eh, eh, e, gpa);
         table = e & addrMask;
@@ -130,19 +130,18 @@ const MT_RESERVED: u32 = 0x8c;
   }
   const andAll = andUpper & e;
   const perm = <u32>(andAll & 7);
-  const size: u64 = <u64>1 << levelShift(level);
-  eHpa = (e & addrMask & ~(size - 1)) | (gpa & (size - 1));
+  const offset: u64 = (<u64>1 << levelShift(level)) - 1;
+  eHpa = (e & addrMask & ~offset) | (gpa & offset);
   ePerm = perm;
   eUpperPerm = <u32>(andUpper & 7);
   eLevel = level;
   eLeafHpa = eh;
   eLeafVal = e;
 
-  // Rights (29.3.3.2): a read needs R, a write W, a fetch X, ANDed over every level. A write
-  // that lacks W through a 4 KiB leaf with SPP set is decided by the sub-page permissions.
-  const denied = ((acc & EQ_READ) != 0 && (perm & 1) == 0) || ((acc & EQ_WRITE) != 0 && (perm & 2) == 0)
-    || ((acc & EQ_FETCH) != 0 && (perm & 4) == 0);
-  if (denied) {
+  // Rights (29.3.3.2): a read needs R, a write W, a fetch X, ANDed over every level (EQ_READ,
+  // EQ_WRITE and EQ_FETCH are bits 0, 1 and 2, as R, W and X are). A write that lacks W through a
+  // 4 KiB leaf with SPP set is decided by the sub-page permissions.
+  if ((acc & ~perm & 7) != 0) {
     const sppWrite = acc == EQ_WRITE && guestLevel == 0 && sppEnabled && (perm & 1) != 0 && level == 1 && (e & EPT_SPP) != 0;
     if (!sppWrite) {
       if (!inspect) countBy(CNT_EPT_REFS, <u64>(5 - level));
@@ -163,15 +162,16 @@ const MT_RESERVED: u32 = 0x8c;
   // EPT A/D (29.3.5): A in every entry used; D in the leaf for a write. A D flag going 0 -> 1
   // with PML on needs a free log slot first, or the access ends in a PML-full exit untouched.
   const dirty = (acc & EQ_WRITE) != 0 && (e & EPT_D) == 0;
-  if (dirty && pmlEnabled && pmlIndex > 511) {
+  if (!dirty) {
+    // Nothing has written memory since the entries were read (SPP only reads), so when every one
+    // of them had A there is nothing to write: the usual case once a page is warm.
+    if (inspect || (andAll & EPT_A) != 0) return true;
+  } else if (pmlEnabled && pmlIndex > 511) {
     if (!inspect) countBy(CNT_EPT_REFS, <u64>(5 - level));
     raise(FAULT_PML_FULL, gva, gpa, access, level, 0, EXIT_PML_FULL, guestLevel);
     return false;
   }
   if (inspect) return true;
-  // Nothing has written memory since the entries were read (SPP only reads), so when every one
-  // of them had A and no D is due there is nothing to write: the usual case once a page is warm.
-  if ((andAll & EPT_A) != 0 && !dirty) return true;
   // The entries above the leaf, found again from the root: memory is as the loop read it, but
   // for the A flags set here, so the same pointers lead to the same entries.
   let t = eptRoot;
