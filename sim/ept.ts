@@ -55,6 +55,14 @@ export let eLeafHpa: u64 = 0;
 /** the leaf after this translation's A/D updates */
 export let eLeafVal: u64 = 0;
 
+/**
+ * Table-address predictions for the walk below: for each guest level whose entry an EPT
+ * translation locates (0: the final GPA), the EPT tables it used at levels 3..1 last time.
+ * Translations from one slot mostly go through the same tables (guest tables sit together, and
+ * so does data), so the guess is usually right.
+ */
+const tablePredictions = memory.data(5 * 32);
+
 /** Memory types 2, 3 and 7 (bits set in this mask, by type) are reserved in a leaf. */
 const MT_RESERVED: u32 = 0x8c;
 
@@ -82,6 +90,7 @@ const MT_RESERVED: u32 = 0x8c;
   // them in.
   let table = eptRoot;
   let level: u32 = 4;
+  const predict = tablePredictions + (<usize>guestLevel << 5); // this translation's slot
   let e: u64 = 0;
   let eh: u64 = 0;
   // AND of the entries above the current one as read (rights in bits 2:0; EPT_A set: no accessed
@@ -98,8 +107,19 @@ const MT_RESERVED: u32 = 0x8c;
     if (level > 1) {
       if ((e & eptPointerMask) == eptPointerWant) {
         if (inspect) step(STEP_EPT, level, guestLevel, 0, eh, eh, e, gpa);
-        table = e & addrMask;
         level--;
+        // The next table is e & addrMask. Taken instead from a prediction (the table this slot
+        // used at that level last time, then checked against e), the next entry's address does
+        // not wait for e: the processor reads the levels of a walk in parallel instead of one
+        // after another, and a wrong guess costs a branch miss and a reload. Either way the
+        // entries read are exactly those of the architectural walk.
+        const slot = predict + (<usize>level << 3);
+        const next = e & addrMask;
+        table = load<u64>(slot);
+        if (table != next) {
+          table = next;
+          store<u64>(slot, next); // a store, not a select, keeps this a branch
+        }
         continue;
       }
     } else if ((e & eptLeafMask) == EPT_R && ((MT_RESERVED >> <u32>((e >> 3) & 7)) & 1) == 0) {
