@@ -15,7 +15,7 @@ import {
 import {
   batchBase, batchCap, valueBase, valueCap, dlogBase, dlogCap, fKind, fCode, fGva, fGpa, fAccess,
   pmlAddress, setPmlIndex, physOk, phys64, setPhys64, count, countBy, commitFault, saveFault, restoreFault, eptp,
-  l0Base, physBase,
+  l0Base, PHYS_BASE,
 } from './state';
 import { accessOne, setAHpa } from './access';
 import { translate, walkEntryVal, tLeafLevel, tLeafHpa } from './walk';
@@ -110,66 +110,94 @@ function handle(handlers: u32): i32 {
   return h;
 }
 
-/** Adds what runBatch's L0 fast path served to the counters (before anything else reads them). */
-function commitServed(n: u64, bytes: u64, lastHpa: u64): void {
-  countBy(CNT_ACCESSES, n);
-  countBy(CNT_TLB_HITS, n);
-  countBy(CNT_BYTES_WRITTEN, bytes);
-  setAHpa(lastHpa);
+/**
+ * Does the L0 (sim/tlb.ts) serve an access of `size` bytes at `gva` (one page, an L0 hit, served
+ * for its kind)? serveFromL0 makes the same test inline.
+ */
+@inline function l0Served(gva: u64, access: u32, size: u32): bool {
+  const vpn = gva >> 12;
+  const e = l0Base + (<usize>(<u32>vpn & (L0_ENTRIES - 1)) * L0_ENTRY);
+  return (<u32>gva & 0xfff) + size <= 0x1000 && load<u64>(e) == (vpn | L0_VALID)
+    && ((<u32>load<u64>(e, 8) >> (access & 7)) & 1) != 0;
+}
+
+/**
+ * Serves records [i, end) from the L0 for as long as it can, and returns the first record it did
+ * not serve (runBatch deals with that one: not served, or malformed). What accessOne would do for
+ * a served record is a TLB hit with nothing else to check (the L0 key proves the address
+ * canonical, and the page lies inside host memory), the bytes, and three counters, added once at
+ * the end.
+ *
+ * A function of its own, with no call inside (the bytes are copied inline), so the loop keeps
+ * its values in registers; inside runBatch's loop the calls of the slow path made the JIT spill
+ * them on every record.
+ */
+function serveFromL0(i: u32, end: u32): u32 {
+  const l0 = l0Base, values = valueBase, vcap = <u64>valueCap;
+  let r = batchBase + <usize>i * <usize>REC_SIZE;
+  let served: u64 = 0, bytes: u64 = 0, lastHpa: u64 = 0;
+  for (; i < end; i++, r += <usize>REC_SIZE) {
+    const gva = load<u64>(r + REC_GVA);
+    const access = <u32>load<u8>(r + REC_KIND);
+    const size = <u32>load<u8>(r + REC_SIZE_FIELD);
+    const voff = load<u32>(r + REC_VALUE);
+    if (size == 0 || size > 64 || (access & 3) == 3 || ((access & ACC_VALUE) != 0 && <u64>voff + size > vcap)) break;
+    const off = <u32>gva & 0xfff;
+    if (off + size > 0x1000) break;
+    const vpn = gva >> 12;
+    const e = l0 + (<usize>(<u32>vpn & (L0_ENTRIES - 1)) * L0_ENTRY);
+    if (load<u64>(e) != (vpn | L0_VALID)) break;
+    const v = load<u64>(e, 8);
+    if (((<u32>v >> (access & 7)) & 1) == 0) break;
+    lastHpa = (v & ~(<u64>0xfff)) | off;
+    if ((access & (ACC_KIND_MASK | ACC_VALUE)) == (ACC_WRITE | ACC_VALUE)) {
+      // value area to host memory: never overlapping, at most 64 bytes
+      let to = PHYS_BASE + <usize>lastHpa, from = values + <usize>voff, n = size;
+      for (; n >= 8; n -= 8, to += 8, from += 8) store<u64>(to, load<u64>(from));
+      for (; n != 0; n--, to++, from++) store<u8>(to, load<u8>(from));
+      bytes += size;
+    }
+    served++;
+  }
+  if (served != 0) {
+    countBy(CNT_ACCESSES, served);
+    countBy(CNT_TLB_HITS, served);
+    countBy(CNT_BYTES_WRITTEN, bytes);
+    setAHpa(lastHpa);
+  }
+  return i;
 }
 
 /**
  * Runs records [start, end). Returns the index of the first record not completed (end when all
  * completed) and sets `status`: a fault the handlers did not resolve (the fault record names the
  * record), a full dirty log (drain and resume at the returned index), or a malformed record.
- *
- * A one-page record whose page the L0 (sim/tlb.ts) says is served for its access kind is done
- * right here: what accessOne would do for it is a TLB hit with nothing else to check (the L0 key
- * proves the address canonical, and the page lies inside host memory), the bytes, and three
- * counters. Those counts stay in locals and are added before any other path runs and at the end.
+ * Runs of records the L0 serves go through serveFromL0, the others one by one through accessOne.
  */
 export function runBatch(start: u32, end: u32, handlers: u32): u32 {
   status = STATUS_DONE;
   if (end > batchCap) end = batchCap;
-  const l0 = l0Base, phys = physBase, values = valueBase, vcap = <u64>valueCap;
-  let served: u64 = 0, servedBytes: u64 = 0, lastHpa: u64 = 0;
   let i = start;
-  let r = batchBase + <usize>i * <usize>REC_SIZE;
-  for (; i < end; i++, r += <usize>REC_SIZE) {
+  while (i < end) {
+    const r = batchBase + <usize>i * <usize>REC_SIZE;
     const gva = load<u64>(r + REC_GVA);
     const access = <u32>load<u8>(r + REC_KIND);
     const size = <u32>load<u8>(r + REC_SIZE_FIELD);
+    if (l0Served(gva, access, size)) {
+      const next = serveFromL0(i, end);
+      if (next != i) { i = next; continue; } // else malformed: below
+    }
     const voff = load<u32>(r + REC_VALUE);
-    if (size == 0 || size > 64 || (access & 3) == 3 || ((access & ACC_VALUE) != 0 && <u64>voff + size > vcap)) {
+    if (size == 0 || size > 64 || (access & 3) == 3 || ((access & ACC_VALUE) != 0 && <u64>voff + size > valueCap)) {
       status = STATUS_BAD_RECORD;
-      break;
+      return i;
     }
-    const off = <u32>gva & 0xfff;
-    if (off + size <= 0x1000) {
-      const vpn = gva >> 12;
-      const e = l0 + (<usize>(<u32>vpn & (L0_ENTRIES - 1)) * L0_ENTRY);
-      if (load<u64>(e) == (vpn | L0_VALID)) {
-        const v = load<u64>(e, 8);
-        if (((<u32>v >> (access & 7)) & 1) != 0) {
-          lastHpa = (v & ~(<u64>0xfff)) | off;
-          if ((access & (ACC_KIND_MASK | ACC_VALUE)) == (ACC_WRITE | ACC_VALUE)) {
-            memory.copy(phys + <usize>lastHpa, values + <usize>voff, size);
-            servedBytes += size;
-          }
-          served++;
-          continue;
-        }
-      }
-    }
-    if (served != 0) { commitServed(served, servedBytes, lastHpa); served = 0; servedBytes = 0; }
-    let stop = false;
-    while (!accessOne(gva, access, size, values + <usize>voff)) {
+    while (!accessOne(gva, access, size, valueBase + <usize>voff)) {
       const h = handlers != 0 ? handle(handlers) : 0;
-      if (h == 0) { commitFault(i); status = STATUS_FAULT; stop = true; break; }
-      if (h < 0) { status = STATUS_DLOG_FULL; stop = true; break; }
+      if (h == 0) { commitFault(i); status = STATUS_FAULT; return i; }
+      if (h < 0) { status = STATUS_DLOG_FULL; return i; }
     }
-    if (stop) break;
+    i++;
   }
-  if (served != 0) commitServed(served, servedBytes, lastHpa);
-  return status == STATUS_DONE ? end : i; // end even when start > end
+  return end; // also when start > end
 }

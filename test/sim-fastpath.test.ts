@@ -25,15 +25,16 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { randomBytes } from 'node:crypto';
-import { Sim, type FaultRecord, BATCH_DONE, BATCH_FAULT, BATCH_DLOG_FULL } from '../src/sim.ts';
+import { Sim, type FaultRecord, BATCH_DONE, BATCH_FAULT, BATCH_DLOG_FULL, BATCH_BAD_RECORD } from '../src/sim.ts';
 import { BatchWriter } from '../src/batch.ts';
 import {
   ACC_READ, ACC_WRITE, ACC_KIND_MASK, ACC_USER, DLOG_PF, FAULT_PML_FULL, HANDLE_PF_WP, INVEPT_ALL, INVEPT_SINGLE,
-  INVVPID_ADDR, INVVPID_SINGLE, INVVPID_ALL, INVVPID_SINGLE_NONGLOBAL,
+  INVVPID_ADDR, INVVPID_SINGLE, INVVPID_ALL, INVVPID_SINGLE_NONGLOBAL, REC_SIZE, REC_SIZE_FIELD, REC_KIND,
 } from '../src/consts.ts';
 import { randomSpace, caseSeed, Rng, type RandomAccess, type RandomSpace } from './support/random-space.ts';
 import { hex } from './support/format.ts';
 import { RefMemory, refAccess } from './support/ref-walker.ts';
+import { smallSpace, VA } from './support/small-space.ts';
 
 const env = process.env;
 const SEED = env.GRANULE_SEED !== undefined ? Number(env.GRANULE_SEED) >>> 0 : randomBytes(4).readUInt32LE(0);
@@ -392,6 +393,27 @@ test(`TLB and batch fast path change no outcome (seed ${SEED})`, async () => {
     assert.ok(hits > 1000, `the sequences hit the TLB (${hits} hits, seed ${SEED})`);
     assert.ok(cleanOps > total / 4, `a good share of the operations is compared with the TLB-less simulator (${cleanOps} of ${total}, seed ${SEED})`);
   }
+});
+
+test('records the batch fast path would serve still stop the batch when malformed; start > end returns end', async () => {
+  const { sim } = await smallSpace();
+  const R = ACC_READ | ACC_USER;
+  sim.access(VA, R, 8); // walk and fill
+  sim.access(VA + 8n, R, 8); // TLB hit: now served by the fast path
+  const before = sim.counters();
+  const w = new BatchWriter(sim);
+  for (let k = 0; k < 4; k++) w.push(VA + BigInt(16 * k), R, 8);
+  const view = sim.batchView().records;
+  view.setUint8(2 * REC_SIZE + REC_SIZE_FIELD, 0); // record 2: size 0
+  assert.equal(sim.runBatch(0, 4), { next: 2, status: BATCH_BAD_RECORD });
+  view.setUint8(2 * REC_SIZE + REC_SIZE_FIELD, 8);
+  view.setUint8(3 * REC_SIZE + REC_KIND, 3 | ACC_USER); // record 3: no such access kind
+  assert.equal(sim.runBatch(2, 4), { next: 3, status: BATCH_BAD_RECORD });
+  const after = sim.counters();
+  assert.is(after.accesses - before.accesses, 3);
+  assert.is(after.tlbHits - before.tlbHits, 3);
+  assert.is(after.walks, before.walks);
+  assert.equal(sim.runBatch(3, 1), { next: 1, status: BATCH_DONE });
 });
 
 test.run();
