@@ -96,8 +96,9 @@ const MT_RESERVED: u32 = 0x8c;
   // AND of the entries above the current one as read (rights in bits 2:0; EPT_A set: no accessed
   // flag is due there), apart from those that passed the fast test.
   let andUpper: u64 = ~(<u64>0);
+  let shift: u64 = 36; // levelShift(level) - 3: bits of the table index, times 8
   while (true) {
-    eh = table + (((gpa >> levelShift(level)) & 511) << 3);
+    eh = table + ((gpa >> shift) & 0xff8);
     if (eh > physLast) {
       if (!inspect) countBy(CNT_EPT_REFS, <u64>(4 - level));
       raiseBus(eh, gva, access);
@@ -108,6 +109,7 @@ const MT_RESERVED: u32 = 0x8c;
       if ((e & eptPointerMask) == eptPointerWant) {
         if (inspect) step(STEP_EPT, level, guestLevel, 0, eh, eh, e, gpa);
         level--;
+        shift -= 9;
         // The next table is e & addrMask. Taken instead from a prediction (the table this slot
         // used at that level last time, then checked against e), the next entry's address does
         // not wait for e: the processor reads the levels of a walk in parallel instead of one
@@ -147,6 +149,7 @@ const MT_RESERVED: u32 = 0x8c;
     andUpper &= e;
     table = e & addrMask;
     level--;
+    shift -= 9;
   }
   const andAll = andUpper & e;
   const perm = <u32>(andAll & 7);

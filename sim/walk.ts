@@ -20,12 +20,14 @@ import { TF_RW, TF_US, TF_XD, TF_ER, TF_EW, TF_EX, TF_GD, TF_ED, TF_SPP, TF_G } 
 export const VEC_PF: u32 = 14;
 export const VEC_GP: u32 = 13;
 
-// Per guest level (index 1..4) of the last walk: the entry's HPA and its value as read (for the
-// A/D updates, the PDE cache and the write-protect handler), and its EPT translation.
+// Per guest level (index 1..4) of the last walk: the entry's HPA with the EPT rights (bits 58:56)
+// and EPT leaf level (bits 62:60) of the translation that located it, and the entry as read (for
+// the A/D updates, the PDE cache and the write-protect handler).
 const wHpa = memory.data(40);
 const wVal = memory.data(40);
-/** EPT rights (bits 2:0) and EPT leaf level (bits 6:4) of the translation that located each entry */
-const wEpt = memory.data(20);
+const W_HPA: u64 = (<u64>1 << 52) - 1;
+@inline function wEptPerm(w: u64): u32 { return <u32>(w >> 56) & 7; }
+@inline function wEptLevel(w: u64): u32 { return <u32>(w >> 60) & 7; }
 
 // Result of the last successful translation of one page.
 export let tHpa: u64 = 0;
@@ -84,16 +86,15 @@ export function translate<M>(gva: u64, access: u32, len: u32): bool {
   let e: u64 = 0;
   let hpaE: u64 = 0;
   // The loop carries no more than it must (its state competes for registers with the EPT walks
-  // inlined into it): what the levels have in common is worked out from wVal and wEpt after it.
+  // inlined into it): what the levels have in common is worked out from wHpa and wVal after it.
   while (true) {
     const gpaE = table + (((gva >> levelShift(level)) & 511) << 3);
     if (!eptTranslate<M>(gpaE, psAcc, 8, gva, access, level)) { countWalk<M>(top, level + 1, level + 1); return false; }
-    store<u32>(wEpt + (<usize>level << 2), ePerm | (eLevel << 4));
+    store<u64>(wHpa + (<usize>level << 3), eHpa | (<u64>ePerm << 56) | (<u64>eLevel << 60));
     hpaE = eHpa;
     if (hpaE > physLast) { countWalk<M>(top, level, level + 1); raiseBus(hpaE, gva, access); return false; }
     e = phys64(hpaE);
     if (inspect) step(STEP_GUEST, level, level, 0, gpaE, hpaE, e, gva);
-    store<u64>(wHpa + (<usize>level << 3), hpaE);
     store<u64>(wVal + (<usize>level << 3), e);
     // The common entries are decided by one mask test each (state.ts derives the masks);
     // pteReserved runs only for the rest. A present entry with none of the bits every level
@@ -148,17 +149,17 @@ export function translate<M>(gva: u64, access: u32, len: u32): bool {
   const dueD = write && (e & PTE_D) == 0;
   if ((andAll & PTE_A) == 0 || dueD || pmlIndex != pml0) {
     for (let l: u32 = top; l >= level; l--) {
-      const at = load<u64>(wHpa + (<usize>l << 3));
+      const w = load<u64>(wHpa + (<usize>l << 3));
+      const at = w & W_HPA;
       const v = inspect ? load<u64>(wVal + (<usize>l << 3)) : phys64(at);
       const need = ((v & PTE_A) == 0 ? PTE_A : 0) | (l == level && write && (v & PTE_D) == 0 ? PTE_D : 0);
       if (need == 0) continue;
-      const ept = load<u32>(wEpt + (<usize>l << 2));
-      if ((ept & 2) == 0) {
+      if ((wEptPerm(w) & 2) == 0) {
         // the entry's GPA, from the table that the level above (as read) or the walk's start named
         const t = l == top ? (top == 4 ? cr3 & addrMask : pscTable) : load<u64>(wVal + (<usize>(l + 1) << 3)) & addrMask;
         countWalk<M>(top, level, level);
-        raise(FAULT_EPT_VIOLATION, gva, t + (((gva >> levelShift(l)) & 511) << 3), access, (ept >> 4) & 7,
-          violationCode(EQ_READ | EQ_WRITE, ept & 7, l), EXIT_EPT_VIOLATION, l);
+        raise(FAULT_EPT_VIOLATION, gva, t + (((gva >> levelShift(l)) & 511) << 3), access, wEptLevel(w),
+          violationCode(EQ_READ | EQ_WRITE, wEptPerm(w), l), EXIT_EPT_VIOLATION, l);
         return false;
       }
       if (!inspect) { setPhys64(at, v | need); count(CNT_AD_WRITES); }
@@ -191,17 +192,17 @@ export function translate<M>(gva: u64, access: u32, len: u32): bool {
 /**
  * Counts a walk and its references once, as it ends (the architectural walk only): guest entries
  * read at levels top..guestLow, and the EPT translations of levels top..eptLow that completed
- * (wEpt has their leaf levels; a translation that failed counted its own).
+ * (wHpa has their leaf levels; a translation that failed counted its own).
  */
 function countWalk<M>(top: u32, eptLow: u32, guestLow: u32): void {
   if (sizeof<M>() == 1) return;
   count(CNT_WALKS);
   countBy(CNT_GUEST_REFS, <u64>(top + 1 - guestLow));
   let ept: u32 = 0;
-  for (let l = top; l >= eptLow; l--) ept += 5 - ((load<u32>(wEpt + (<usize>l << 2)) >> 4) & 7);
+  for (let l = top; l >= eptLow; l--) ept += 5 - wEptLevel(load<u64>(wHpa + (<usize>l << 3)));
   countBy(CNT_EPT_REFS, <u64>ept);
 }
 
 /** The guest level's recorded entry (for handlers after an inspection walk). */
-export function walkEntryHpa(level: u32): u64 { return load<u64>(wHpa + (<usize>level << 3)); }
+export function walkEntryHpa(level: u32): u64 { return load<u64>(wHpa + (<usize>level << 3)) & W_HPA; }
 export function walkEntryVal(level: u32): u64 { return load<u64>(wVal + (<usize>level << 3)); }
