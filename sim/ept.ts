@@ -48,9 +48,10 @@ const RSVD_2M: u64 = 0x1ff000;
 export let eHpa: u64 = 0;
 /** R/W/X ANDed over the entries used */
 export let ePerm: u32 = 0;
-/** R/W/X ANDed over the entries above the leaf */
+/** R/W/X ANDed over the entries above the leaf (set by the inspection walk only) */
 export let eUpperPerm: u32 = 0;
 export let eLevel: u32 = 0;
+/** the leaf's HPA (set by the inspection walk only: the EPT write-protect handler's) */
 export let eLeafHpa: u64 = 0;
 /** the leaf after this translation's A/D updates */
 export let eLeafVal: u64 = 0;
@@ -153,13 +154,15 @@ const MT_RESERVED: u32 = 0x8c;
   }
   const andAll = andUpper & e;
   const perm = <u32>(andAll & 7);
-  const offset: u64 = (<u64>1 << levelShift(level)) - 1;
+  const offset: u64 = level == 1 ? 0xfff : (<u64>1 << levelShift(level)) - 1;
   eHpa = (e & addrMask & ~offset) | (gpa & offset);
   ePerm = perm;
-  eUpperPerm = <u32>(andUpper & 7);
   eLevel = level;
-  eLeafHpa = eh;
   eLeafVal = e;
+  if (inspect) {
+    eUpperPerm = <u32>(andUpper & 7);
+    eLeafHpa = eh;
+  }
 
   // Rights (29.3.3.2): a read needs R, a write W, a fetch X, ANDed over every level (EQ_READ,
   // EQ_WRITE and EQ_FETCH are bits 0, 1 and 2, as R, W and X are). A write that lacks W through a

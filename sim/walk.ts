@@ -175,10 +175,8 @@ export function translate<M>(gva: u64, access: u32, len: u32): bool {
   tLeafHpa = hpaE;
   const leafD = write || (e & PTE_D) != 0;
 
-  const ok = eptTranslate<M>(gpa, eqAccess(kind), len, gva, access, 0);
-  countWalk<M>(top, level, level);
-  if (!ok) return false;
-  if (!inspect) countBy(CNT_EPT_REFS, <u64>(5 - eLevel)); // the final GPA's translation
+  if (!eptTranslate<M>(gpa, eqAccess(kind), len, gva, access, 0)) { countWalk<M>(top, level, level); return false; }
+  countWalk<M>(top, level, level, 5 - eLevel); // and the final GPA's translation
   tHpa = eHpa;
   tGpa = gpa;
   tFlags = (rw ? TF_RW : 0) | (us ? TF_US : 0) | (xd ? TF_XD : 0)
@@ -192,13 +190,12 @@ export function translate<M>(gva: u64, access: u32, len: u32): bool {
 /**
  * Counts a walk and its references once, as it ends (the architectural walk only): guest entries
  * read at levels top..guestLow, and the EPT translations of levels top..eptLow that completed
- * (wHpa has their leaf levels; a translation that failed counted its own).
+ * (wHpa has their leaf levels; a translation that failed counted its own), plus `ept` more.
  */
-function countWalk<M>(top: u32, eptLow: u32, guestLow: u32): void {
+function countWalk<M>(top: u32, eptLow: u32, guestLow: u32, ept: u32 = 0): void {
   if (sizeof<M>() == 1) return;
   count(CNT_WALKS);
   countBy(CNT_GUEST_REFS, <u64>(top + 1 - guestLow));
-  let ept: u32 = 0;
   for (let l = top; l >= eptLow; l--) ept += 5 - wEptLevel(load<u64>(wHpa + (<usize>l << 3)));
   countBy(CNT_EPT_REFS, <u64>ept);
 }
