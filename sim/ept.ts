@@ -13,8 +13,8 @@ import {
   CNT_EPT_REFS, CNT_AD_WRITES,
 } from './consts';
 import {
-  rsvdHigh, eptExecOnly, eptGbPages, eptRoot, eptAd, addrMask, sppEnabled, pmlEnabled, pmlIndex, physLast, eptPointerMask, eptPointerWant, eptLeafMask,
-  phys64, setPhys64, raise, raiseBus, count, countBy,
+  rsvdHigh, eptExecOnly, eptGbPages, eptRoot, eptAd, addrMask, sppEnabled, pmlEnabled, pmlIndex,
+  physLast, eptPointerMask, eptPointerWant, eptLeafMask, phys64, setPhys64, raise, raiseBus, count, countBy,
 } from './state';
 import { levelShift } from './pte';
 import { pmlLog } from './pml';
@@ -26,7 +26,10 @@ const RSVD_1G: u64 = 0x3ffff000;
 /** bits 20:12: reserved in an EPT PDE that maps a 2 MiB page */
 const RSVD_2M: u64 = 0x1ff000;
 
-/** EPT misconfiguration (29.3.3.1) of a present entry at `level`. */
+/**
+ * EPT misconfiguration (29.3.3.1) of a present entry at `level`. Inlined: as a call inside the
+ * walk's loop it made the JIT spill the loop's values on every level.
+ */
 @inline export function eptMisconfigured(e: u64, level: u32): bool {
   const rwx = e & 7;
   if (rwx == 2 || rwx == 6) return true; // write without read
@@ -97,7 +100,7 @@ const MT_RESERVED: u32 = 0x8c;
   // AND of the entries above the current one as read (rights in bits 2:0; EPT_A set: no accessed
   // flag is due there), apart from those that passed the fast test.
   let andUpper: u64 = ~(<u64>0);
-  let shift: u64 = 36; // levelShift(level) - 3: bits of the table index, times 8
+  let shift: u64 = 36; // levelShift(level) - 3: (gpa >> shift) & 0xff8 is the entry's offset
   while (true) {
     eh = table + ((gpa >> shift) & 0xff8);
     if (eh > physLast) {

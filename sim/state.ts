@@ -104,6 +104,7 @@ function derive(): void {
   eptPointerMask = rsvdHigh | 0xf8 | eptPointerWant;
   eptLeafMask = rsvdHigh | EPT_R;
 }
+
 export function setVpid(v: u32): void { vpid = v & 0xffff; }
 export function setPml(en: bool, addr: u64, index: u32): void { pmlEnabled = en; pmlAddress = addr; pmlIndex = index & 0xffff; }
 export function setPmlIndex(index: u32): void { pmlIndex = index & 0xffff; }

@@ -5,8 +5,8 @@
 // Three arrays in the TLB area that init() lays out (tlbLayout):
 //   keys     u64 per entry, the ways of a set side by side: VPN << 17 | VPID << 1 | valid (0: empty).
 //            A lookup compares only these (96 bytes for a 12-way set, against 480 when the keys sat
-//            inside the entries), so a miss touches two cache lines, and a hit costs about the
-//            same at every way; the VPID in the key leaves one entry read, the EP4TA, per match.
+//            inside the entries), and the VPID in the key leaves one entry field, the EP4TA, to
+//            check per match.
 //   entries  TLB_ENTRY bytes each, in the order of their keys:
 //             0  u64  EP4TA
 //             8  u64  HPA of the 4 KiB page

@@ -10,7 +10,10 @@ import {
   CNT_WALKS, CNT_GUEST_REFS, CNT_EPT_REFS, CNT_AD_WRITES, CNT_PSC_HITS,
 } from './consts';
 import { pscLookup, pscFill, pscTable, pscRights } from './psc';
-import { cr3, addrMask, physLast, guestLeafMask, guestPointerMask, cr0Wp, efNxe, eptAd, pmlIndex, phys64, setPhys64, raise, raiseBus, count, countBy } from './state';
+import {
+  cr3, addrMask, physLast, guestLeafMask, guestPointerMask, cr0Wp, efNxe, eptAd, pmlIndex,
+  phys64, setPhys64, raise, raiseBus, count, countBy,
+} from './state';
 import { levelShift, pteReserved, pteIsLeaf } from './pte';
 import { eptTranslate, eHpa, ePerm, eLevel, eLeafVal, violationCode } from './ept';
 import { step, patchLastFlags } from './inspect';
@@ -89,10 +92,17 @@ export function translate<M>(gva: u64, access: u32, len: u32): bool {
   // inlined into it): what the levels have in common is worked out from wHpa and wVal after it.
   while (true) {
     const gpaE = table + (((gva >> levelShift(level)) & 511) << 3);
-    if (!eptTranslate<M>(gpaE, psAcc, 8, gva, access, level)) { countWalk<M>(top, level + 1, level + 1); return false; }
+    if (!eptTranslate<M>(gpaE, psAcc, 8, gva, access, level)) {
+      countWalk<M>(top, level + 1, level + 1);
+      return false;
+    }
     store<u64>(wHpa + (<usize>level << 3), eHpa | (<u64>ePerm << 56) | (<u64>eLevel << 60));
     hpaE = eHpa;
-    if (hpaE > physLast) { countWalk<M>(top, level, level + 1); raiseBus(hpaE, gva, access); return false; }
+    if (hpaE > physLast) {
+      countWalk<M>(top, level, level + 1);
+      raiseBus(hpaE, gva, access);
+      return false;
+    }
     e = phys64(hpaE);
     if (inspect) step(STEP_GUEST, level, level, 0, gpaE, hpaE, e, gva);
     store<u64>(wVal + (<usize>level << 3), e);
@@ -156,7 +166,7 @@ export function translate<M>(gva: u64, access: u32, len: u32): bool {
       if (need == 0) continue;
       if ((wEptPerm(w) & 2) == 0) {
         // the entry's GPA, from the table that the level above (as read) or the walk's start named
-        const t = l == top ? (top == 4 ? cr3 & addrMask : pscTable) : load<u64>(wVal + (<usize>(l + 1) << 3)) & addrMask;
+        const t = l != top ? load<u64>(wVal + (<usize>(l + 1) << 3)) & addrMask : top == 4 ? cr3 & addrMask : pscTable;
         countWalk<M>(top, level, level);
         raise(FAULT_EPT_VIOLATION, gva, t + (((gva >> levelShift(l)) & 511) << 3), access, wEptLevel(w),
           violationCode(EQ_READ | EQ_WRITE, wEptPerm(w), l), EXIT_EPT_VIOLATION, l);
