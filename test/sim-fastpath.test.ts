@@ -6,16 +6,17 @@
 // Three simulators run the same operations:
 //   A  a TLB of random geometry (0..12 ways, 1..128 sets), sometimes the PDE cache; batches run
 //      through runBatch (so TLB hits take the batch fast path);
-//   C  the same geometry; every batch record runs on its own (access(), or a one-record runBatch
-//      when handlers are on), so nothing is ever served by the batch fast path;
+//   C  the same geometry; every batch record runs on its own (access(), which never takes the
+//      batch fast path, or a one-record runBatch when handlers are on);
 //   B  no TLB (tlbWays 0) and no PDE cache: every access walks.
 // A and C must agree exactly after every operation: results, fault records (but the record
 // index), dirty log, every counter, and at the end the memory image and the PML index.
 // A and B must agree wherever docs/sim-semantics.md says a TLB never changes an outcome: until the
 // first paging-structure edit that software did not invalidate ("taint": a flip without INVEPT
-// all-contexts, an NXE switch without it, a store into the table region, a write-protect handler
-// fix whose invlpg leaves other VPIDs' or other 4 KiB pieces' entries), they compare results,
-// fault records, dirty log, memory and every counter but the TLB, walk and reference counts.
+// all-contexts or one that moves a pointer, an NXE switch without INVEPT, a store into the table
+// region, a write-protect handler fix whose invlpg leaves other VPIDs' or other 4 KiB pieces'
+// entries), they compare results, fault records, dirty log, memory and every counter but the TLB,
+// walk and reference counts.
 //
 //   GRANULE_SEED=<u32>             run seed (default: random, always printed on failure)
 //   GRANULE_FASTPATH_CASES=<n>     number of cases (default 60)
