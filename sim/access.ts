@@ -2,9 +2,9 @@
 // A straddling access translates every page first (ascending) and stores nothing if one faults.
 import {
   ACC_KIND_MASK, ACC_READ, ACC_WRITE, ACC_VALUE, FAULT_GP, FAULT_PF, FAULT_EPT_VIOLATION, FAULT_EPT_MISCONFIG,
-  FAULT_PML_FULL, FAULT_SPP_MISS, FAULT_SPP_MISCONFIG, PFEC_P, EXIT_EPT_VIOLATION,
+  FAULT_PML_FULL, FAULT_SPP_MISS, FAULT_SPP_MISCONFIG, FAULT_BUS, PFEC_P, EXIT_EPT_VIOLATION,
   CNT_ACCESSES, CNT_TLB_HITS, CNT_TLB_MISSES, CNT_PF, CNT_GP, CNT_EPT_VIOLATION, CNT_EPT_MISCONFIG,
-  CNT_PML_FULL, CNT_SPP_EVENT, CNT_SPLIT, CNT_BYTES_WRITTEN,
+  CNT_PML_FULL, CNT_SPP_EVENT, CNT_SPLIT, CNT_BYTES_WRITTEN, CNT_BUS,
 } from './consts';
 import { physOk, physBase, raise, raiseBus, count, countBy, fKind } from './state';
 import { translate, tHpa, tGpa, tFlags, eqAccess, pfCode, guestAllows, VEC_GP, VEC_PF } from './walk';
@@ -72,6 +72,14 @@ function countFault(): void {
   else if (k == FAULT_EPT_MISCONFIG) count(CNT_EPT_MISCONFIG);
   else if (k == FAULT_PML_FULL) count(CNT_PML_FULL);
   else if (k == FAULT_SPP_MISS || k == FAULT_SPP_MISCONFIG) count(CNT_SPP_EVENT);
+  else if (k == FAULT_BUS) count(CNT_BUS);
+}
+
+/** A data byte beyond host memory (counted here, not by the inspection walk). */
+function dataBus(hpa: u64, gva: u64, access: u32): bool {
+  raiseBus(hpa, gva, access);
+  count(CNT_BUS);
+  return false;
 }
 
 /**
@@ -90,7 +98,7 @@ function countFault(): void {
     if (!page(gva, access, size)) { countFault(); return false; }
     aHpa = pHpa;
     // Memory is reached only once every page has translated.
-    if (!physOk(pHpa, size)) { raiseBus(pHpa, gva, access); return false; }
+    if (!physOk(pHpa, size)) return dataBus(pHpa, gva, access);
     if (store_) { memory.copy(physBase + <usize>pHpa, value, size); countBy(CNT_BYTES_WRITTEN, size); }
   } else {
     count(CNT_SPLIT);
@@ -99,8 +107,8 @@ function countFault(): void {
     const h1 = pHpa;
     aHpa = h1;
     if (!page(last & ~(<u64>0xfff), access, size - n1)) { countFault(); return false; }
-    if (!physOk(h1, n1)) { raiseBus(h1, gva, access); return false; }
-    if (!physOk(pHpa, size - n1)) { raiseBus(pHpa, last & ~(<u64>0xfff), access); return false; }
+    if (!physOk(h1, n1)) return dataBus(h1, gva, access);
+    if (!physOk(pHpa, size - n1)) return dataBus(pHpa, last & ~(<u64>0xfff), access);
     if (store_) {
       memory.copy(physBase + <usize>h1, value, n1);
       memory.copy(physBase + <usize>pHpa, value + n1, size - n1);

@@ -2,7 +2,7 @@
 // VMCS fields that translation reads, the counters, and the last fault. Everything lives in
 // WASM linear memory or globals; nothing is allocated per access.
 import {
-  PTE_P, PTE_PS, PTE_XD, EPT_R, EPT_A, CNT_COUNT, FR_SIZE, STEP_MAX, STEP_SIZE, FAULT_NONE, FAULT_BUS, CNT_BUS,
+  PTE_P, PTE_PS, PTE_XD, EPT_R, EPT_A, CNT_COUNT, FR_SIZE, STEP_MAX, STEP_SIZE, FAULT_NONE, FAULT_BUS,
   ACC_VALUE, FR_KIND, FR_GVA, FR_GPA, FR_ACCESS, FR_LEVEL, FR_CODE, FR_EXIT_REASON, FR_GUEST_LEVEL, FR_INDEX,
 } from './consts';
 
@@ -165,7 +165,6 @@ export function commitFault(index: u64): void {
   store<u64>(faultBase + FR_EXIT_REASON, <u64>fExit);
   store<u64>(faultBase + FR_GUEST_LEVEL, <u64>fGuestLevel);
   store<u64>(faultBase + FR_INDEX, index);
-  if (fKind == FAULT_BUS) count(CNT_BUS);
 }
 
 export const AREA_SIZES_FIXED: usize = (<usize>CNT_COUNT << 3) + <usize>FR_SIZE + <usize>STEP_MAX * <usize>STEP_SIZE;

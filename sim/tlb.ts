@@ -103,6 +103,7 @@ export function tlbFill(vpn: u64, hpaPage: u64, gpaPage: u64, flags: u32): void 
   store<u64>(p, hpaPage, TE_HPA);
   store<u64>(p, gpaPage, TE_GPA);
   store<u32>(p, flags, TE_FLAGS);
+  if (((flags >> 16) & 15) > 1) largeCached = true;
 }
 
 /** Drops entry `p` (from tlbLookup). */
@@ -122,6 +123,14 @@ export function invlpg(gva: u64): void {
   dropPage(gva, vpid);
 }
 
+// Set once an entry caches a piece of a 2 MiB or 1 GiB guest page, so that invalidating a page
+// knows to look beyond its own set; cleared when a global INVEPT empties the TLB.
+let largeCached = false;
+
+/**
+ * Drops the entries of the guest page containing `gva` for VPID `v` (4.10.4.1): its 4 KiB entry,
+ * and every 4 KiB piece cached from a larger page that contains `gva`.
+ */
 function dropPage(gva: u64, v: u32): void {
   if (tlbWays == 0 || v > 0xffff) return; // entries hold 16-bit VPIDs: a wider one matches none
   const vpn = (gva & 0x0000ffffffffffff) >> 12;
@@ -129,6 +138,14 @@ function dropPage(gva: u64, v: u32): void {
   let k = setKeys(vpn);
   for (let w: u32 = 0; w < tlbWays; w++, k += 8) {
     if (load<u64>(k) == key) dropKey(k);
+  }
+  if (!largeCached) return;
+  const n = <usize>tlbSets * <usize>tlbWays;
+  for (let i: usize = 0, k = keyBase; i < n; i++, k += 8) {
+    const e = load<u64>(k);
+    if (e == 0 || keyVpid(e) != v) continue;
+    const level = (load<u32>(entryOf(k), TE_FLAGS) >> 16) & 15;
+    if (level > 1 && (keyVpn(e) >> (9 * (level - 1))) == (vpn >> (9 * (level - 1)))) dropKey(k);
   }
 }
 
@@ -159,6 +176,7 @@ export function invept(type: i32, p4: u64): void {
   for (let i: usize = 0, k = keyBase; i < n; i++, k += 8) {
     if (type != INVEPT_SINGLE || load<u64>(entryOf(k), TE_EP4TA) == tag) dropKey(k);
   }
+  if (type != INVEPT_SINGLE) largeCached = false;
 }
 
 // ---- L0 -------------------------------------------------------------------------------------

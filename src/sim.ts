@@ -221,6 +221,7 @@ export class Sim {
 
   /** Loads the vCPU state (fields not given keep their values). Rejects what VM entry would. */
   setCpu(cpu: Partial<CpuState>): void {
+    this.state.pml.index = this.x.getPmlIndex(); // the simulator moves it; keep it unless given
     const next: CpuState = {
       ...this.state, ...cpu,
       pml: { ...this.state.pml, ...(cpu.pml ?? {}) },

@@ -109,6 +109,7 @@ test('PML logs each newly dirtied GPA page; the full-log handler drains 512 and 
   const tables = all.filter((g) => g >= 1n << 45n);
   assert.ok(tables.length >= 4 && tables.length + pages.length === all.length, `table pages logged: ${tables.length}`);
   assert.is(mmu.counters().pmlFull, 1);
+
   assert.ok(drained.length === 512);
 });
 

@@ -48,6 +48,18 @@ test('accesses and memory reads outside the rules are refused', async () => {
   assert.throws(() => new BatchWriter(sim).push(VA, ACC_READ, 100), /access size 100 at GVA 0x400000/);
 });
 
+test('setCpu keeps the PML index the simulator moved unless told otherwise', async () => {
+  const { sim, tables } = await smallSpace();
+  sim.setCpu({ pml: { enabled: true, address: tables.alloc(), index: 511 } });
+  sim.access(VA, ACC_WRITE | ACC_USER, 8);
+  const moved = sim.cpu().pml.index;
+  assert.ok(moved < 511, `logged: index ${moved}`);
+  sim.setCpu({ vpid: 3 });
+  assert.is(sim.cpu().pml.index, moved);
+  sim.setCpu({ pml: { enabled: true, address: sim.cpu().pml.address, index: 511 } });
+  assert.is(sim.cpu().pml.index, 511);
+});
+
 test('deterministic: the same inputs give the same counters, dirty log and memory', async () => {
   const run = async () => {
     const { sim, gpt } = await smallSpace({ pscEntries: 8 });

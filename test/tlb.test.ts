@@ -7,7 +7,7 @@ import { FrameAllocator, EptBuilder, GuestPtBuilder, addrMaskFor } from '../src/
 import { smallSpace, VA } from './support/small-space.ts';
 import {
   ACC_READ, ACC_WRITE, ACC_USER, PTE_RW, PTE_D, PTE_G, EPT_D, EPT_W, FAULT_PF, FAULT_EPT_VIOLATION,
-  INVVPID_ADDR, INVVPID_SINGLE, INVVPID_SINGLE_NONGLOBAL, INVEPT_SINGLE, INVEPT_ALL, PTE_US,
+  FAULT_BUS, INVVPID_ADDR, INVVPID_SINGLE, INVVPID_SINGLE_NONGLOBAL, INVEPT_SINGLE, INVEPT_ALL, PTE_US,
 } from '../src/consts.ts';
 
 const R = ACC_READ | ACC_USER;
@@ -120,6 +120,21 @@ test('invlpg drops one page only; INVVPID and INVEPT follow their types', async 
   assert.is(misses() - m, 3, 'globals retained');
 });
 
+test('4.10.4.1: invlpg drops every 4 KiB piece cached from a 2 MiB guest page', async () => {
+  const { sim, gpt, ept } = await space();
+  ept.map(0x20_0000n, 0x20_0000n, 0x20_0000n as 0x200000n);
+  gpt.map(0x4000_0000n, 0x20_0000n, 0x20_0000n as 0x200000n);
+  const pieces = [0x0n, 0x1000n, 0x1f_f000n];
+  const touch = () => { for (const o of pieces) sim.access(0x4000_0000n + o, R, 1); };
+  touch();
+  const m = sim.counters().tlbMisses;
+  sim.invlpg(0x4000_0000n + 0x1234n);
+  touch();
+  assert.is(sim.counters().tlbMisses - m, 3, 'all three pieces walked again');
+  touch();
+  assert.is(sim.counters().tlbMisses - m, 3, 'and are cached again');
+});
+
 test('VPID tags: another VPID misses, the first one still hits', async () => {
   const { sim } = await space();
   sim.access(VA, R, 1);
@@ -155,6 +170,14 @@ test('the inspection walk changes nothing: memory, counters, TLB', async () => {
   assert.equal(sim.counters(), c0);
   sim.access(VA + 0x2000n, R, 1);
   assert.is(sim.counters().tlbMisses, 1, 'nothing was cached by the inspection');
+  // An outcome beyond host memory is reported, not counted: only accesses count.
+  const { sim: s2, ept } = await space();
+  const l = ept.leafEntry(0n)!;
+  s2.write64(l.hpa, (l.value & ~0xffff_ffff_f000n) | 0x4000_0000n);
+  s2.invlpg(VA);
+  const c1 = s2.counters();
+  assert.is(s2.inspect(VA, R).fault?.kind, FAULT_BUS);
+  assert.equal(s2.counters(), c1);
 });
 
 test('TLB disabled (0 ways): every access walks', async () => {
