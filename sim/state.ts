@@ -2,7 +2,7 @@
 // VMCS fields that translation reads, the counters, and the last fault. Everything lives in
 // WASM linear memory or globals; nothing is allocated per access.
 import {
-  PTE_P, PTE_PS, PTE_XD, EPT_R, EPT_A, CNT_COUNT, FR_SIZE, STEP_MAX, STEP_SIZE, FAULT_NONE, FAULT_BUS,
+  PTE_P, PTE_PS, PTE_XD, EPT_R, EPT_A, CNT_COUNT, FAULT_NONE, FAULT_BUS,
   ACC_VALUE, FR_KIND, FR_GVA, FR_GPA, FR_ACCESS, FR_LEVEL, FR_CODE, FR_EXIT_REASON, FR_GUEST_LEVEL, FR_INDEX,
 } from './consts';
 
@@ -54,7 +54,6 @@ export let pmlAddress: u64 = 0;
 export let pmlIndex: u32 = 511;
 export let sppEnabled: bool = false;
 export let spptp: u64 = 0;
-export let pscEnabled: bool = false;
 
 export function setLayout(
   cnt: usize, fault: usize, step: usize, tlb: usize, l0: usize, psc: usize, dlog: usize, batch: usize, value: usize,
@@ -109,7 +108,6 @@ export function setVpid(v: u32): void { vpid = v & 0xffff; }
 export function setPml(en: bool, addr: u64, index: u32): void { pmlEnabled = en; pmlAddress = addr; pmlIndex = index & 0xffff; }
 export function setPmlIndex(index: u32): void { pmlIndex = index & 0xffff; }
 export function setSpp(en: bool, p: u64): void { sppEnabled = en; spptp = p; }
-export function setPsc(en: bool): void { pscEnabled = en; }
 
 // Counters.
 @inline export function count(i: i32): void {
@@ -167,4 +165,3 @@ export function commitFault(index: u64): void {
   store<u64>(faultBase + FR_INDEX, index);
 }
 
-export const AREA_SIZES_FIXED: usize = (<usize>CNT_COUNT << 3) + <usize>FR_SIZE + <usize>STEP_MAX * <usize>STEP_SIZE;

@@ -211,5 +211,4 @@ function countWalk<M>(top: u32, eptLow: u32, guestLow: u32, ept: u32 = 0): void 
 }
 
 /** The guest level's recorded entry (for handlers after an inspection walk). */
-export function walkEntryHpa(level: u32): u64 { return load<u64>(wHpa + (<usize>level << 3)) & W_HPA; }
 export function walkEntryVal(level: u32): u64 { return load<u64>(wVal + (<usize>level << 3)); }
