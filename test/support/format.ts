@@ -1,5 +1,6 @@
 // Readable, stable text for fault records and results (uvu cannot print bigints in diffs).
 
+import type { FaultRecord } from '../../src/sim.ts';
 import {
   ACC_KIND_MASK, ACC_USER, ACC_VALUE, FAULT_PF, FAULT_EPT_VIOLATION,
   PFEC_P, PFEC_WR, PFEC_US, PFEC_RSVD, PFEC_ID,
@@ -32,16 +33,7 @@ export function codeName(kind: number, code: number): string {
   return hex(code);
 }
 
-export interface FaultLike {
-  kind: number;
-  gva: bigint;
-  gpa: bigint;
-  access: number;
-  level: number;
-  code: number;
-  exitReason: number;
-  guestLevel: number;
-}
+export type FaultLike = Omit<FaultRecord, 'index'>;
 
 export function fmtFault(f: FaultLike | null | undefined): string {
   if (f === null || f === undefined) return 'none';

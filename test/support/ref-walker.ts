@@ -41,6 +41,7 @@ import {
   FAULT_SPP_MISS, FAULT_SPP_MISCONFIG, FAULT_BUS,
   ACC_READ, ACC_WRITE, ACC_FETCH, ACC_KIND_MASK, ACC_USER,
 } from '../../src/consts.ts';
+import type { CpuState, FaultRecord } from '../../src/sim.ts';
 
 /** Exit reason field of a #PF record (vector 14) and of a #GP record (vector 13). */
 export const REASON_PF = 14;
@@ -82,30 +83,10 @@ export class RefMemory {
   }
 }
 
-export interface RefCpu {
-  maxPhyAddr: number;
-  cr3: bigint;
-  wp: boolean;
-  nxe: boolean;
-  gbPages: boolean;
-  eptp: bigint;
-  eptExecOnly: boolean;
-  eptGbPages: boolean;
-  vpid: number;
-  pml: { enabled: boolean; address: bigint; index: number };
-  spp: { enabled: boolean; spptp: bigint };
-}
-
-export interface RefFault {
-  kind: number;
-  gva: bigint;
-  gpa: bigint;
-  access: number;
-  level: number;
-  code: number;
-  exitReason: number;
-  guestLevel: number;
-}
+// The state and record shapes are the simulator's (docs/sim-semantics.md); only the walking is
+// written separately here.
+export type RefCpu = CpuState & { maxPhyAddr: number };
+export type RefFault = Omit<FaultRecord, 'index'>;
 
 /** Optional reference counts (docs/sim-semantics.md "Counters"). */
 export interface RefCounts {
