@@ -6,6 +6,8 @@ await build({
   outdir: 'dist',
   bundle: true,
   platform: 'node',
+  // jsonc-parser's default entry is UMD, whose requires esbuild cannot follow; its ESM build bundles.
+  mainFields: ['module', 'main'],
   format: 'esm',
   target: 'node20',
   sourcemap: true,

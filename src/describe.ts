@@ -9,6 +9,8 @@
 import { Sim, type SimOptions } from './sim.ts';
 import { FrameAllocator, EptBuilder, GuestPtBuilder, addrMaskFor, PAGE_4K, PAGE_2M, PAGE_1G, type PageSize, type PhysMemory } from './space.ts';
 import * as C from './consts.ts';
+import { parseTree, printParseErrorCode, getLocation, type Node as JsonNode, type ParseError } from 'jsonc-parser';
+import { distance } from 'fastest-levenshtein';
 
 // ---------------------------------------------------------------------------------------------
 // Errors
@@ -31,8 +33,9 @@ export class SpaceError extends Error {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A JSON parser that keeps positions (for error messages), exact integers (no float rounding of
-// 64-bit values) and rejects duplicate keys (JSON.parse silently keeps the last one).
+// JSON with positions (for error messages), exact integers (no float rounding of 64-bit values)
+// and no duplicate keys (JSON.parse silently keeps the last one): jsonc-parser's syntax tree,
+// with comments and trailing commas refused, turned into these nodes.
 
 type JNode =
   | { t: 'obj'; pos: number; props: Map<string, { keyPos: number; value: JNode }> }
@@ -66,105 +69,74 @@ class Src {
 }
 
 function parseJson(src: Src): JNode {
-  const s = src.text;
-  let i = 0;
-  const fail = (at: number, msg: string): never => { throw src.error(at, '', msg); };
-  const show = (at: number) => (at >= s.length ? 'end of input' : `'${s[at]}'`);
-  const ws = () => {
-    while (i < s.length) {
-      const c = s[i];
-      if (c === ' ' || c === '\t' || c === '\n' || c === '\r') i++;
-      else if (c === '/' && (s[i + 1] === '/' || s[i + 1] === '*')) fail(i, 'JSON does not allow comments (use a "note" field)');
-      else break;
-    }
-  };
-  const str = (): string => {
-    const start = i;
-    i++; // opening quote
-    let out = '';
-    while (true) {
-      if (i >= s.length) fail(start, 'unterminated string');
-      const c = s[i]!;
-      if (c === '"') { i++; return out; }
-      if (c === '\n' || c.charCodeAt(0) < 0x20) fail(i, 'control character or line break inside a string');
-      if (c === '\\') {
-        const e = s[i + 1];
-        const simple: Record<string, string> = { '"': '"', '\\': '\\', '/': '/', b: '\b', f: '\f', n: '\n', r: '\r', t: '\t' };
-        if (e !== undefined && e in simple) { out += simple[e]; i += 2; continue; }
-        if (e === 'u' && /^[0-9a-fA-F]{4}$/.test(s.slice(i + 2, i + 6))) { out += String.fromCharCode(parseInt(s.slice(i + 2, i + 6), 16)); i += 6; continue; }
-        fail(i, 'bad escape sequence in string');
-      }
-      out += c;
-      i++;
-    }
-  };
-  const value = (depth: number): JNode => {
-    if (depth > 64) fail(i, 'nesting is too deep');
-    ws();
-    const pos = i;
-    const c = s[i];
-    if (c === '{') {
-      i++;
+  const errors: ParseError[] = [];
+  const root = parseTree(src.text, errors, { disallowComments: true, allowTrailingComma: false, allowEmptyContent: false });
+  if (errors.length) {
+    const { pos, message } = syntaxError(src.text, errors[0]!);
+    throw src.error(pos, '', message);
+  }
+  if (!root) throw src.error(null, '', 'the file is empty: expected a JSON object');
+  return toJNode(src, root);
+}
+
+function toJNode(src: Src, n: JsonNode): JNode {
+  const pos = n.offset;
+  switch (n.type) {
+    case 'object': {
       const props = new Map<string, { keyPos: number; value: JNode }>();
-      ws();
-      if (s[i] === '}') { i++; return { t: 'obj', pos, props }; }
-      let comma = -1;
-      while (true) {
-        ws();
-        if (s[i] !== '"') fail(s[i] === '}' ? comma : i, s[i] === '}' ? 'trailing comma before \'}\' is not allowed in JSON' : `expected a property name in double quotes, found ${show(i)}`);
-        const keyPos = i;
-        const key = str();
-        if (props.has(key)) fail(keyPos, `duplicate key "${key}"`);
-        ws();
-        if (s[i] !== ':') fail(i, `expected ':' after property name "${key}", found ${show(i)}`);
-        i++;
-        props.set(key, { keyPos, value: value(depth + 1) });
-        ws();
-        if (s[i] === ',') { comma = i++; continue; }
-        if (s[i] === '}') { i++; return { t: 'obj', pos, props }; }
-        fail(i, `expected ',' or '}' after the value of "${key}", found ${show(i)}`);
+      for (const p of n.children ?? []) {
+        const [k, v] = p.children!;
+        const key = k!.value as string;
+        if (props.has(key)) throw src.error(k!.offset, '', `duplicate key "${key}"`);
+        props.set(key, { keyPos: k!.offset, value: toJNode(src, v!) });
       }
+      return { t: 'obj', pos, props };
     }
-    if (c === '[') {
-      i++;
-      const items: JNode[] = [];
-      ws();
-      if (s[i] === ']') { i++; return { t: 'arr', pos, items }; }
-      let comma = -1;
-      while (true) {
-        ws();
-        if (s[i] === ']') fail(comma, 'trailing comma before \']\' is not allowed in JSON');
-        items.push(value(depth + 1));
-        ws();
-        if (s[i] === ',') { comma = i++; continue; }
-        if (s[i] === ']') { i++; return { t: 'arr', pos, items }; }
-        fail(i, `expected ',' or ']' in array, found ${show(i)}`);
-      }
+    case 'array': return { t: 'arr', pos, items: (n.children ?? []).map((c) => toJNode(src, c)) };
+    case 'string': return { t: 'str', pos, value: n.value as string };
+    case 'number': return { t: 'num', pos, raw: src.text.slice(n.offset, n.offset + n.length) };
+    case 'boolean': return { t: 'bool', pos, value: n.value as boolean };
+    default: return { t: 'null', pos };
+  }
+}
+
+/** A syntax error in words, at the place a person would look. */
+function syntaxError(text: string, e: ParseError): { pos: number; message: string } {
+  const at = (p: number) => (p >= text.length ? 'end of input' : `'${text[p]}'`);
+  const code = printParseErrorCode(e.error);
+  const closer = text[e.offset];
+  if ((code === 'PropertyNameExpected' || code === 'ValueExpected') && (closer === '}' || closer === ']')) {
+    const comma = text.slice(0, e.offset).trimEnd().length - 1;
+    if (text[comma] === ',') return { pos: comma, message: `trailing comma before '${closer}' is not allowed in JSON` };
+  }
+  // The whole word around the offending symbol, e.g. 0x1000 or 4K.
+  let a = e.offset, b = e.offset + Math.max(e.length, 1);
+  while (a > 0 && /[0-9a-zA-Z_.]/.test(text[a - 1]!)) a--;
+  while (b < text.length && /[0-9a-zA-Z_.]/.test(text[b]!)) b++;
+  const word = text.slice(a, b);
+  const shown = word.length > 20 ? word.slice(0, 20) + '...' : word;
+  switch (code) {
+    case 'InvalidCommentToken': return { pos: e.offset, message: 'JSON does not allow comments (use a "note" field)' };
+    case 'UnexpectedEndOfString': return { pos: e.offset, message: 'unterminated string' };
+    case 'EndOfFileExpected': return { pos: e.offset, message: `unexpected ${at(e.offset)} after the end of the JSON value` };
+    case 'ColonExpected': return { pos: e.offset, message: `expected ':' after a property name, found ${at(e.offset)}` };
+    case 'CommaExpected':
+    case 'CloseBraceExpected':
+    case 'CloseBracketExpected': {
+      const inArray = typeof getLocation(text, e.offset).path.at(-1) === 'number';
+      return { pos: e.offset, message: `expected ',' or '${inArray ? ']' : '}'}', found ${at(e.offset)}` };
     }
-    if (c === '"') return { t: 'str', pos, value: str() };
-    const num = /^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?/.exec(s.slice(i, i + 400));
-    if (num && num[0].length > 0 && (c === '-' || (c !== undefined && c >= '0' && c <= '9'))) {
-      if (/[0-9a-zA-Z_.]/.test(s[i + num[0].length] ?? '')) {
-        const w = /^[0-9a-zA-Z_.+-]+/.exec(s.slice(i))![0];
-        fail(i, `unexpected '${w.length > 20 ? w.slice(0, 20) + '...' : w}' (hex numbers and sizes must be strings in double quotes, e.g. "0x1000", "4K")`);
-      }
-      i += num[0].length;
-      return { t: 'num', pos, raw: num[0] };
-    }
-    for (const [word, node] of [['true', { t: 'bool', pos, value: true }], ['false', { t: 'bool', pos, value: false }], ['null', { t: 'null', pos }]] as const) {
-      if (s.startsWith(word, i)) { i += word.length; return node as JNode; }
-    }
-    if (c === "'") fail(i, 'strings must use double quotes');
-    if (c !== undefined && /[0-9a-zA-Z_]/.test(c)) {
-      const w = /^[0-9a-zA-Z_]+/.exec(s.slice(i))![0];
-      fail(i, `unexpected '${w.length > 20 ? w.slice(0, 20) + '...' : w}' (strings and hex numbers must be in double quotes)`);
-    }
-    return fail(i, `unexpected ${show(i)}`);
-  };
-  const root = value(0);
-  ws();
-  if (i < s.length) fail(i, `unexpected ${show(i)} after the end of the JSON value`);
-  return root;
+    case 'InvalidSymbol':
+    case 'InvalidNumberFormat':
+      if (text[e.offset] === "'") return { pos: e.offset, message: 'strings must use double quotes' };
+      return {
+        pos: a,
+        message: /^[0-9]/.test(word)
+          ? `unexpected '${shown}' (hex numbers and sizes must be strings in double quotes, e.g. "0x1000", "4K")`
+          : `unexpected '${shown}' (strings and hex numbers must be in double quotes)`,
+      };
+    default: return { pos: e.offset, message: `${code.replace(/([a-z])([A-Z])/g, '$1 $2').toLowerCase()} at ${at(e.offset)}` };
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -238,20 +210,6 @@ const sizeName = (n: bigint): string => {
 };
 export const pageName = (p: bigint) => (p === PAGE_4K ? '4 KiB' : p === PAGE_2M ? '2 MiB' : p === PAGE_1G ? '1 GiB' : hex(p));
 
-/** Levenshtein distance, for "did you mean". */
-function distance(a: string, b: string): number {
-  const d = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    let prev = d[0]!;
-    d[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const t = d[j]!;
-      d[j] = Math.min(d[j]! + 1, d[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
-      prev = t;
-    }
-  }
-  return d[b.length]!;
-}
 function suggest(word: string, options: string[]): string {
   let best = '', bd = 3;
   for (const o of options) {
