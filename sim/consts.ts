@@ -298,6 +298,28 @@ export const DLOG_PML: i32 = 3;
 /** dirty-log entry kind: 128-byte GPA sub-page granted by the SPP handler */
 export const DLOG_SPP: i32 = 4;
 
+// Why an EPT entry is misconfigured (SDM Vol. 3C 29.3.3.1), as the simulator decides it
+/** not misconfigured */
+export const EPT_MISCONF_NONE: i32 = 0;
+/** bits 2:0 are 010b or 110b: writes without reads */
+export const EPT_MISCONF_WRITE_NO_READ: i32 = 1;
+/** bits 2:0 are 100b and execute-only is not supported */
+export const EPT_MISCONF_EXEC_ONLY: i32 = 2;
+/** bits 51:MAXPHYADDR set */
+export const EPT_MISCONF_HIGH: i32 = 3;
+/** bits 7:3 set in an EPT PML4E */
+export const EPT_MISCONF_PML4E: i32 = 4;
+/** bits 6:3 set in a non-leaf EPT PDPTE or PDE */
+export const EPT_MISCONF_POINTER: i32 = 5;
+/** a 1 GiB EPT page where they are not supported */
+export const EPT_MISCONF_NO_1G: i32 = 6;
+/** leaf memory type 2, 3 or 7 */
+export const EPT_MISCONF_MEMTYPE: i32 = 7;
+/** bits 29:12 set in a 1 GiB leaf */
+export const EPT_MISCONF_1G_BITS: i32 = 8;
+/** bits 20:12 set in a 2 MiB leaf */
+export const EPT_MISCONF_2M_BITS: i32 = 9;
+
 // INVVPID and INVEPT types (SDM Vol. 3C 31.3)
 /** individual-address invalidation */
 export const INVVPID_ADDR: i32 = 0;

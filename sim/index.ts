@@ -6,6 +6,8 @@ import {
   raise, raiseBus, physOk, fKind, cntBase, faultBase, stepBase, dlogBase, batchBase, valueBase, physBase, PHYS_BASE,
 } from './state';
 import { PSC_ENTRY } from './psc';
+import { pteReserved } from './pte';
+import { eptMisconfig, eptMisconfBits } from './ept';
 import { tlbBytes, tlbLayout, l0Bytes, l0Flush, invlpg as tlbInvlpg, invvpid as tlbInvvpid, invept as tlbInvept } from './tlb';
 import { accessOne, aHpa, canonical } from './access';
 import { translate, tHpa, VEC_GP } from './walk';
@@ -106,3 +108,9 @@ export function dlogReset(): void { dlReset(); }
 export function invlpg(gva: u64): void { tlbInvlpg(gva); }
 export function invvpid(type: i32, v: u32, gva: u64): void { tlbInvvpid(type, v, gva); }
 export function invept(type: i32, eptp: u64): void { tlbInvept(type, eptp); }
+
+/** Reserved bits set in guest entry `e` at `level` under the current vCPU state (for tools). */
+export function pteReservedBits(e: u64, level: u32): u64 { return pteReserved(e, level); }
+/** EPT_MISCONF_* for entry `e` at `level` (for tools); the bits in eptMisconfigBits(). */
+export function eptMisconfigReason(e: u64, level: u32): i32 { return eptMisconfig(e, level); }
+export function eptMisconfigBits(): u64 { return eptMisconfBits; }

@@ -14,7 +14,7 @@ export {
 export type { Space, SpaceDescription, EptMapping, GuestMapping, Edit, CpuDescription } from './describe.ts';
 export {
   explainWalk, formatWalk, formatOutcome, decodePfErrorCode, decodeExitQualification, guestBits, eptBits,
-  guestReserved, eptMisconfigReason, bitRanges, useColor,
+  eptMisconfigText, bitRanges, useColor,
 } from './walkfmt.ts';
 export type { WalkReport, WalkRef, Outcome, DecodedBit, FormatOptions } from './walkfmt.ts';
 export type { Mmu, BackendName, GuestPageFlags, PlaneOptions, DirtyEntry, Handlers, RunResult, AccessSink } from './mmu.ts';

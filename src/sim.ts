@@ -103,6 +103,9 @@ interface Exports {
   invlpg(gva: bigint): void;
   invvpid(type: number, vpid: number, gva: bigint): void;
   invept(type: number, eptp: bigint): void;
+  pteReservedBits(e: bigint, level: number): bigint;
+  eptMisconfigReason(e: bigint, level: number): number;
+  eptMisconfigBits(): bigint;
 }
 
 export const BATCH_DONE = 0;
@@ -340,6 +343,16 @@ export class Sim {
   invlpg(gva: bigint): void { this.x.invlpg(u64(gva)); }
   invvpid(type: number, vpid: number, gva = 0n): void { this.x.invvpid(type, vpid, u64(gva)); }
   invept(type: number, eptp: bigint): void { this.x.invept(type, u64(eptp)); }
+
+  /** Reserved bits set in a guest entry at `level` (4 PML4E .. 1 PTE) under the current state. */
+  pteReservedBits(entry: bigint, level: number): bigint {
+    return BigInt.asUintN(64, this.x.pteReservedBits(u64(entry), level));
+  }
+  /** Why an EPT entry at `level` is misconfigured under the current state: EPT_MISCONF_* and the bits. */
+  eptMisconfig(entry: bigint, level: number): { reason: number; bits: bigint } {
+    const reason = this.x.eptMisconfigReason(u64(entry), level);
+    return { reason, bits: reason ? BigInt.asUintN(64, this.x.eptMisconfigBits()) : 0n };
+  }
 
   counters(): Counters {
     const v = this.view;

@@ -4,6 +4,7 @@
 // strings) for --json; formatWalk() renders that data as text.
 import type { Sim, Step, FaultRecord } from './sim.ts';
 import * as C from './consts.ts';
+import { addrMaskFor } from './space.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Report types (all JSON-safe)
@@ -79,7 +80,6 @@ const PAGE = ['', '4 KiB', '2 MiB', '1 GiB'];
 const shiftOf = (level: number) => BigInt(3 + 9 * level);
 const indexAt = (a: bigint, level: number) => Number((a >> shiftOf(level)) & 511n);
 const bit = (n: number) => 1n << BigInt(n);
-const highMask = (maxPhy: number) => (bit(52) - 1n) & ~(bit(maxPhy) - 1n);
 
 /** Bit ranges of a mask, high to low: 0x3fffe000 -> "29:13". */
 export function bitRanges(mask: bigint): string {
@@ -97,18 +97,6 @@ export function bitRanges(mask: bigint): string {
 const bitsWord = (ranges: string) => (/[:,]/.test(ranges) ? 'bits' : 'bit');
 const MEMORY_TYPES = ['UC', 'WC', '2', '3', 'WT', 'WP', 'WB', '7'];
 
-/** Reserved bits set in a present guest entry (SDM 4.5; see docs/sim-semantics.md). */
-export function guestReserved(v: bigint, level: number, cpu: { nxe: boolean; gbPages: boolean; maxPhyAddr: number }): bigint {
-  let r = highMask(cpu.maxPhyAddr);
-  if (!cpu.nxe) r |= C.PTE_XD;
-  if (level === 4) r |= C.PTE_PS;
-  else if ((v & C.PTE_PS) !== 0n) {
-    if (level === 3) r |= cpu.gbPages ? 0x3fffe000n : C.PTE_PS;
-    else if (level === 2) r |= 0x1fe000n;
-  }
-  return v & r;
-}
-
 /** Names of the bits set in a guest paging-structure entry. */
 export function guestBits(v: bigint, level: number): string[] {
   const leaf = level === 1 || ((level === 2 || level === 3) && (v & C.PTE_PS) !== 0n);
@@ -124,21 +112,21 @@ export function guestBits(v: bigint, level: number): string[] {
   return out;
 }
 
-/** Why a present EPT entry is misconfigured (29.3.3.1), or '' when it is not. */
-export function eptMisconfigReason(v: bigint, level: number, cpu: { eptExecOnly: boolean; eptGbPages: boolean; maxPhyAddr: number }): string {
-  const rwx = v & 7n;
-  if (rwx === 2n || rwx === 6n) return `bits 2:0 = ${rwx.toString(2).padStart(3, '0')}b allow writes without reads`;
-  if (rwx === 4n && !cpu.eptExecOnly) return 'execute-only (100b) is not supported (eptExecOnly is false)';
-  const high = v & highMask(cpu.maxPhyAddr);
-  if (high) return `reserved bits ${bitRanges(high)} set (at or above MAXPHYADDR ${cpu.maxPhyAddr})`;
-  if (level === 4 && (v & 0xf8n)) return `reserved bits ${bitRanges(v & 0xf8n)} set in an EPT PML4E`;
-  if (level !== 1 && (v & C.EPT_PS) === 0n) return (v & 0x78n) ? `reserved bits ${bitRanges(v & 0x78n)} set in a non-leaf EPT ${LEVEL[level]}` : '';
-  if (level === 3 && !cpu.eptGbPages) return '1 GiB EPT pages are not supported (eptGbPages is false)';
-  const mt = Number((v >> 3n) & 7n);
-  if (mt === 2 || mt === 3 || mt === 7) return `memory type ${mt} is reserved`;
-  if (level === 3 && (v & 0x3ffff000n)) return `reserved bits ${bitRanges(v & 0x3ffff000n)} set in a 1 GiB leaf`;
-  if (level === 2 && (v & 0x1ff000n)) return `reserved bits ${bitRanges(v & 0x1ff000n)} set in a 2 MiB leaf`;
-  return '';
+/** Words for the simulator's reason why a present EPT entry is misconfigured (29.3.3.1). */
+export function eptMisconfigText(m: { reason: number; bits: bigint }, level: number, maxPhyAddr: number): string {
+  const r = bitRanges(m.bits);
+  switch (m.reason) {
+    case C.EPT_MISCONF_WRITE_NO_READ: return `bits 2:0 = ${m.bits.toString(2).padStart(3, '0')}b allow writes without reads`;
+    case C.EPT_MISCONF_EXEC_ONLY: return 'execute-only (100b) is not supported (eptExecOnly is false)';
+    case C.EPT_MISCONF_HIGH: return `reserved bits ${r} set (at or above MAXPHYADDR ${maxPhyAddr})`;
+    case C.EPT_MISCONF_PML4E: return `reserved bits ${r} set in an EPT PML4E`;
+    case C.EPT_MISCONF_POINTER: return `reserved bits ${r} set in a non-leaf EPT ${LEVEL[level]}`;
+    case C.EPT_MISCONF_NO_1G: return '1 GiB EPT pages are not supported (eptGbPages is false)';
+    case C.EPT_MISCONF_MEMTYPE: return `memory type ${Number(m.bits >> 3n)} is reserved`;
+    case C.EPT_MISCONF_1G_BITS: return `reserved bits ${r} set in a 1 GiB leaf`;
+    case C.EPT_MISCONF_2M_BITS: return `reserved bits ${r} set in a 2 MiB leaf`;
+    default: return '';
+  }
 }
 
 /** Names of the bits set in an EPT entry (memory type for leaves). */
@@ -205,10 +193,9 @@ const accessText = (acc: number) => {
 export function explainWalk(sim: Sim, gva: bigint, acc: number, result: ReturnType<Sim['inspect']> = sim.inspect(gva, acc)): WalkReport {
   const cpu = sim.cpu();
   const maxPhyAddr = sim.maxPhyAddr;
-  const mask = highMask(maxPhyAddr) === 0n ? bit(52) - 1n : (bit(maxPhyAddr) - 1n);
-  const addrOf = (v: bigint) => v & mask & ~0xfffn;
+  const addrMask = addrMaskFor(maxPhyAddr);
+  const addrOf = (v: bigint) => v & addrMask;
   const ad = (cpu.eptp & C.EPTP_AD) !== 0n;
-  const cpuInfo = { nxe: cpu.nxe, gbPages: cpu.gbPages, maxPhyAddr, eptExecOnly: cpu.eptExecOnly, eptGbPages: cpu.eptGbPages };
   const a = accessText(acc);
   const g48 = gva & 0xffff_ffff_ffffn;
 
@@ -221,7 +208,7 @@ export function explainWalk(sim: Sim, gva: bigint, acc: number, result: ReturnTy
       bits = s.notPresent ? [] : guestBits(v, s.level);
       if (s.notPresent) note = 'not present';
       else if (s.reserved) {
-        const r = guestReserved(v, s.level, cpuInfo);
+        const r = sim.pteReservedBits(v, s.level);
         reservedBits = r ? bitRanges(r) : undefined;
         note = reservedBits ? `reserved ${bitsWord(reservedBits)} ${reservedBits} set` : 'reserved bits set';
       } else if (s.leaf) {
@@ -238,7 +225,7 @@ export function explainWalk(sim: Sim, gva: bigint, acc: number, result: ReturnTy
       bits = s.notPresent ? [] : eptBits(v, s.level);
       if (s.notPresent) note = 'not present (bits 2:0 = 000b)';
       else if (s.reserved) {
-        const why = eptMisconfigReason(v, s.level, cpuInfo);
+        const why = eptMisconfigText(sim.eptMisconfig(v, s.level), s.level, maxPhyAddr);
         note = `misconfigured: ${why || 'reserved setting'}`;
       } else if (s.leaf) {
         const size = 1n << shiftOf(s.level);

@@ -5,13 +5,14 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { loadSpace, type Space } from '../src/describe.ts';
 import {
-  explainWalk, formatWalk, decodePfErrorCode, decodeExitQualification, guestBits, eptBits, bitRanges, useColor, type WalkReport,
+  explainWalk, formatWalk, decodePfErrorCode, decodeExitQualification, guestBits, eptBits, bitRanges, useColor, eptMisconfigText, type WalkReport,
 } from '../src/walkfmt.ts';
 import {
   ACC_READ, ACC_WRITE, ACC_FETCH, ACC_USER, PFEC_P, PFEC_WR, PFEC_US, PFEC_RSVD, PFEC_ID, EQ_READ, EQ_WRITE, EQ_READABLE,
   EQ_EXECUTABLE, EQ_GLA_VALID, EQ_GLA_XLATE, EQ_SPP, PTE_P, PTE_RW, PTE_US, PTE_A, PTE_D, PTE_PS, PTE_XD, PTE_SW_WP, EPT_R, EPT_W,
   EPT_X, EPT_A, EPT_D, EPT_PS, EPT_SPP,
 } from '../src/consts.ts';
+import * as C from '../src/consts.ts';
 
 const SPACE = {
   physBytes: '16M',
@@ -213,6 +214,30 @@ test('EPT violation outcomes: a read-only page, and a guest paging-structure acc
   assert.is(m.outcome.kind, 'ept-misconfig');
   assert.match(m.references[23]!.note, /misconfigured: memory type 7 is reserved/);
   assert.match((m.outcome as { reason: string }).reason, /memory type 7/);
+});
+
+test('the simulator says why an EPT entry is misconfigured; every reason has words and bits', async () => {
+  const { sim } = await build();
+  sim.setCpu({ eptExecOnly: false, eptGbPages: false });
+  const P = 0x1000n;
+  const cases: [bigint, number, number, RegExp][] = [
+    [P | 2n, 1, C.EPT_MISCONF_WRITE_NO_READ, /010b allow writes without reads/],
+    [P | 4n, 1, C.EPT_MISCONF_EXEC_ONLY, /execute-only/],
+    [P | 1n | (1n << 50n), 1, C.EPT_MISCONF_HIGH, /reserved bits 50 set \(at or above MAXPHYADDR/],
+    [P | 7n | (1n << 4n), 4, C.EPT_MISCONF_PML4E, /reserved bit(s)? 4 set in an EPT PML4E/],
+    [P | 7n | (1n << 5n), 2, C.EPT_MISCONF_POINTER, /reserved bit(s)? 5 set in a non-leaf EPT PDE/],
+    [0x4000_0000n | 7n | C.EPT_PS, 3, C.EPT_MISCONF_NO_1G, /1 GiB EPT pages are not supported/],
+    [P | 7n | (3n << 3n), 1, C.EPT_MISCONF_MEMTYPE, /memory type 3 is reserved/],
+    [0x20_0000n | 7n | (6n << 3n) | C.EPT_PS | 0x1000n, 2, C.EPT_MISCONF_2M_BITS, /reserved bit(s)? 12 set in a 2 MiB leaf/],
+    [P | 7n | (6n << 3n), 1, C.EPT_MISCONF_NONE, /^$/],
+  ];
+  for (const [e, level, reason, words] of cases) {
+    const m = sim.eptMisconfig(e, level);
+    assert.is(m.reason, reason, `0x${e.toString(16)} at level ${level}`);
+    assert.match(eptMisconfigText(m, level, sim.maxPhyAddr), words);
+  }
+  sim.setCpu({ nxe: false });
+  assert.is(sim.pteReservedBits(C.PTE_P | C.PTE_XD | (1n << 50n), 1), C.PTE_XD | (1n << 50n), 'XD without NXE and bits above MAXPHYADDR');
 });
 
 test('entry decoding and bit ranges', () => {

@@ -166,6 +166,18 @@
 #define DLOG_PML 3 /* dirty-log entry kind: GPA page harvested from the PML log */
 #define DLOG_SPP 4 /* dirty-log entry kind: 128-byte GPA sub-page granted by the SPP handler */
 
+/* Why an EPT entry is misconfigured (SDM Vol. 3C 29.3.3.1), as the simulator decides it */
+#define EPT_MISCONF_NONE 0 /* not misconfigured */
+#define EPT_MISCONF_WRITE_NO_READ 1 /* bits 2:0 are 010b or 110b: writes without reads */
+#define EPT_MISCONF_EXEC_ONLY 2 /* bits 2:0 are 100b and execute-only is not supported */
+#define EPT_MISCONF_HIGH 3 /* bits 51:MAXPHYADDR set */
+#define EPT_MISCONF_PML4E 4 /* bits 7:3 set in an EPT PML4E */
+#define EPT_MISCONF_POINTER 5 /* bits 6:3 set in a non-leaf EPT PDPTE or PDE */
+#define EPT_MISCONF_NO_1G 6 /* a 1 GiB EPT page where they are not supported */
+#define EPT_MISCONF_MEMTYPE 7 /* leaf memory type 2, 3 or 7 */
+#define EPT_MISCONF_1G_BITS 8 /* bits 29:12 set in a 1 GiB leaf */
+#define EPT_MISCONF_2M_BITS 9 /* bits 20:12 set in a 2 MiB leaf */
+
 /* INVVPID and INVEPT types (SDM Vol. 3C 31.3) */
 #define INVVPID_ADDR 0 /* individual-address invalidation */
 #define INVVPID_SINGLE 1 /* single-context invalidation */
