@@ -7,7 +7,7 @@ import {
 } from './state';
 import { PSC_ENTRY } from './psc';
 import { pteReserved } from './pte';
-import { eptMisconfig, eptMisconfBits } from './ept';
+import { eptMisconfig, eptMisconfigBitsOf, eptMisconfigured } from './ept';
 import { tlbBytes, tlbLayout, l0Bytes, l0Flush, invlpg as tlbInvlpg, invvpid as tlbInvvpid, invept as tlbInvept } from './tlb';
 import { accessOne, aHpa, canonical } from './access';
 import { translate, tHpa, VEC_GP } from './walk';
@@ -111,6 +111,8 @@ export function invept(type: i32, eptp: u64): void { tlbInvept(type, eptp); }
 
 /** Reserved bits set in guest entry `e` at `level` under the current vCPU state (for tools). */
 export function pteReservedBits(e: u64, level: u32): u64 { return pteReserved(e, level); }
-/** EPT_MISCONF_* for entry `e` at `level` (for tools); the bits in eptMisconfigBits(). */
+/** EPT_MISCONF_* for entry `e` at `level` (for tools), and the bits that reason is about. */
 export function eptMisconfigReason(e: u64, level: u32): i32 { return eptMisconfig(e, level); }
-export function eptMisconfigBits(): u64 { return eptMisconfBits; }
+export function eptMisconfigBits(e: u64, reason: i32): u64 { return eptMisconfigBitsOf(e, reason); }
+/** The walk's own misconfiguration test, for checking that it agrees with eptMisconfigReason. */
+export function eptIsMisconfigured(e: u64, level: u32): bool { return eptMisconfigured(e, level); }

@@ -105,7 +105,8 @@ interface Exports {
   invept(type: number, eptp: bigint): void;
   pteReservedBits(e: bigint, level: number): bigint;
   eptMisconfigReason(e: bigint, level: number): number;
-  eptMisconfigBits(): bigint;
+  eptMisconfigBits(e: bigint, reason: number): bigint;
+  eptIsMisconfigured(e: bigint, level: number): number;
 }
 
 export const BATCH_DONE = 0;
@@ -351,8 +352,10 @@ export class Sim {
   /** Why an EPT entry at `level` is misconfigured under the current state: EPT_MISCONF_* and the bits. */
   eptMisconfig(entry: bigint, level: number): { reason: number; bits: bigint } {
     const reason = this.x.eptMisconfigReason(u64(entry), level);
-    return { reason, bits: reason ? BigInt.asUintN(64, this.x.eptMisconfigBits()) : 0n };
+    return { reason, bits: BigInt.asUintN(64, this.x.eptMisconfigBits(u64(entry), reason)) };
   }
+  /** The walk's own yes/no misconfiguration test (kept separate for speed; see sim/ept.ts). */
+  eptIsMisconfigured(entry: bigint, level: number): boolean { return this.x.eptIsMisconfigured(u64(entry), level) !== 0; }
 
   counters(): Counters {
     const v = this.view;

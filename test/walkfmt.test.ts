@@ -236,6 +236,17 @@ test('the simulator says why an EPT entry is misconfigured; every reason has wor
     assert.is(m.reason, reason, `0x${e.toString(16)} at level ${level}`);
     assert.match(eptMisconfigText(m, level, sim.maxPhyAddr), words);
   }
+  // The walk's boolean test and the reason agree, on random present entries and both capability settings.
+  let x = 0x9e3779b9;
+  const rnd = () => { x ^= x << 13; x ^= x >>> 17; x ^= x << 5; return BigInt(x >>> 0); };
+  for (const caps of [{ eptExecOnly: false, eptGbPages: false }, { eptExecOnly: true, eptGbPages: true }]) {
+    sim.setCpu(caps);
+    for (let i = 0; i < 4000; i++) {
+      const e = ((rnd() << 32n) | rnd()) & ~(rnd() << 20n) & ~(rnd() << 40n) | 1n;
+      const level = 1 + (i & 3);
+      assert.is(sim.eptIsMisconfigured(e, level), sim.eptMisconfig(e, level).reason !== C.EPT_MISCONF_NONE, `0x${e.toString(16)} at level ${level}`);
+    }
+  }
   sim.setCpu({ nxe: false });
   assert.is(sim.pteReservedBits(C.PTE_P | C.PTE_XD | (1n << 50n), 1), C.PTE_XD | (1n << 50n), 'XD without NXE and bits above MAXPHYADDR');
 });
