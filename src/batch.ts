@@ -31,5 +31,19 @@ export class BatchWriter {
     this.count++;
     return true;
   }
+  /** push() without a value for an address below 2^53 given as a number: replay's hot path,
+   *  which would otherwise pay a BigInt per access. */
+  pushAddr(addr: number, acc: number, size: number): boolean {
+    if (this.count >= this.sim.batchCapacity) return false;
+    const p = this.count * REC_SIZE;
+    const r = this.records;
+    r.setUint32(p + REC_GVA, addr >>> 0, true);
+    r.setUint32(p + REC_GVA + 4, Math.floor(addr / 0x100000000), true);
+    r.setUint8(p + REC_KIND, acc & ~ACC_VALUE);
+    r.setUint8(p + REC_SIZE_FIELD, size);
+    r.setUint32(p + REC_VALUE, 0, true);
+    this.count++;
+    return true;
+  }
   reset(): void { this.count = 0; this.valueBytes = 0; }
 }
