@@ -32,6 +32,7 @@ import { BatchWriter } from '../src/batch.ts';
 import { FrameAllocator, EptBuilder, GuestPtBuilder, addrMaskFor, PAGE_4K } from '../src/space.ts';
 import { ACC_READ, ACC_WRITE, ACC_USER, ACC_VALUE, REC_SIZE, INVVPID_ALL } from '../src/consts.ts';
 import type { Counters } from '../src/counters.ts';
+import { machineInfo, median } from './machine.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const argv = process.argv.slice(2);
@@ -88,7 +89,6 @@ const HIT_CAPACITY = STREAM_AT + N_STREAM;
 
 // ---- helpers -------------------------------------------------------------------------------
 const log = (s = '') => { if (!json) console.log(s); };
-const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length & 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2; };
 const nowNs = () => process.hrtime.bigint();
 const M = (r: number) => (r / 1e6).toFixed(r >= 1e8 ? 0 : r >= 1e7 ? 1 : 2);
 const hex = (v: bigint) => '0x' + v.toString(16);
@@ -106,26 +106,8 @@ function rng(seed: number): () => number {
 }
 
 function machine() {
-  let cpu = os.cpus()[0]?.model ?? 'unknown';
-  try {
-    const m = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'));
-    if (m) cpu = m[1]!.trim();
-  } catch { /* not Linux */ }
-  let git: string | null = null;
-  try {
-    git = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'sim'], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-    if (dirty) git += ' (sim/ modified)';
-  } catch { /* not a checkout */ }
   return {
-    cpu,
-    cores: typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length,
-    node: process.version,
-    v8: process.versions.v8,
-    os: `${os.type()} ${os.release()} ${os.arch()}`,
-    kernel: os.version(),
-    memGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
-    git,
+    ...machineInfo(root, ['sim']),
     simWasm: path.relative(root, simWasmPath).startsWith('..') ? simWasmPath : path.relative(root, simWasmPath),
     simWasmSha256: createHash('sha256').update(simWasm).digest('hex').slice(0, 16),
   };

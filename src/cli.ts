@@ -6,17 +6,11 @@ import { ACC_READ, ACC_WRITE, ACC_FETCH, ACC_USER, PTE_P, PTE_PS, EPT_PS } from 
 import { SpaceError, loadSpaceFile, demoSpace, DEMO_GVA, pageName, type Space } from './describe.ts';
 import { explainWalk, formatWalk, guestBits, eptBits, useColor, palette, hex } from './walkfmt.ts';
 import { PAGE_4K, addrMaskFor } from './space.ts';
+import { UsageError, isInputError, inputErrorCode, type Io } from './cli-io.ts';
+import { registerTraceCommands } from './cli-trace.ts';
 
 const VERSION = '0.1.0';
 
-/** A bad argument: exit code 2. */
-class UsageError extends Error {}
-
-interface Io {
-  out: (s: string) => void;
-  err: (s: string) => void;
-  color: boolean;
-}
 
 function parseGva(text: string): bigint {
   const t = text.trim();
@@ -198,7 +192,7 @@ export async function main(argv: string[] = process.argv, io?: Partial<Io>): Pro
   const out = io?.out ?? ((s: string) => { process.stdout.write(s); });
   const err = io?.err ?? ((s: string) => { process.stderr.write(s); });
   const color = io?.color ?? useColor(process.stdout);
-  const ctx: Io = { out, err, color };
+  const ctx: Io = { out, err, color, tty: io?.tty ?? (io?.err ? false : !!process.stderr.isTTY) };
 
   const program = new Command('granule')
     .description('sub-page memory access monitoring: an x86-64 guest paging + EPT simulator and tools')
@@ -206,7 +200,9 @@ export async function main(argv: string[] = process.argv, io?: Partial<Io>): Pro
     .exitOverride()
     .configureOutput({ writeOut: out, writeErr: err, outputError: (s, write) => write(`granule: ${s}`) })
     .showHelpAfterError('(run with --help for usage)')
-    .allowExcessArguments(false);
+    .allowExcessArguments(false)
+    // `granule record -o OUT -- PROGRAM --its-flags`: options after the program are the program's.
+    .enablePositionalOptions();
 
   program.command('walk')
     .description('show the two-dimensional walk of one address: every guest and EPT entry read, decoded, and the outcome')
@@ -221,6 +217,8 @@ export async function main(argv: string[] = process.argv, io?: Partial<Io>): Pro
   program.command('demo')
     .description('a short guided tour: the demo space, three walks (success, #PF, EPT violation), A/D bits and the TLB')
     .action(async () => demoCommand(ctx));
+
+  registerTraceCommands(program, ctx);
 
   try {
     if (argv.length <= 2) {
@@ -240,6 +238,10 @@ export async function main(argv: string[] = process.argv, io?: Partial<Io>): Pro
     if (e instanceof SpaceError) {
       err(`granule: error: ${e.message}\n`);
       return 1;
+    }
+    if (isInputError(e)) {
+      err(`granule: error: ${e.message}\n`);
+      return inputErrorCode(e);
     }
     if (e instanceof Error && /npm run build/.test(e.message)) {
       err(`granule: error: ${e.message}\n`);
