@@ -43,7 +43,9 @@ const native = (name: string, description: string, program: () => string, args: 
   name, description, recorder: 'native',
   run: async (file) => {
     const p = program();
-    await recordNative({ program: p, args, out: file, cwd: o.cwd, stdin: o.stdin, quiet: true });
+    // Inputs sit in the scratch directory and are named relative to it, so the trace (whose
+    // metadata and memory hold the command line) does not depend on where it was recorded.
+    await recordNative({ program: p, args, out: file, cwd: o.cwd ?? scratch, stdin: o.stdin, quiet: true });
     return [path.basename(p), ...args];
   },
 });
@@ -52,7 +54,7 @@ const wasm = (name: string, workload: string, args: string[], description: strin
   name, description, recorder: 'wasm',
   run: async (file) => {
     const m = buildWorkload(workload, 'wasm');
-    await recordWasm({ module: m, args, out: file });
+    await recordWasm({ module: m, args, out: file, stdout: () => {}, stderr: () => {} });
     return [`${workload}.wasm`, ...args];
   },
 });
@@ -64,19 +66,19 @@ const JOBS: Job[] = [
   wasm('kvstore-wasm', 'kvstore', ['3000', '1'], 'the same key-value store run as WASI under binaryen instrumentation, with values'),
   native('tcdb-native', 'Tokyo-Cabinet-like on-heap B+tree database (granule workload)', () => buildWorkload('tcdb', 'native'), ['2000', '1']),
   wasm('tcdb-wasm', 'tcdb', ['2000', '1'], 'the B+tree database as WASI, with values'),
-  wasm('kmeans-wasm', 'kmeans', [], 'STAMP-like kmeans clustering (granule workload) as WASI, with values'),
+  wasm('kmeans-wasm', 'kmeans', ['500', '1'], 'STAMP-like kmeans clustering (granule workload) as WASI, with values'),
   native('vacation-native', 'STAMP-like red-black-tree reservation system (granule workload)', () => buildWorkload('vacation', 'native'), []),
   native('sqlite3-native', 'Debian sqlite3 running traces/inputs/sqlite.sql on an in-memory database', debian('sqlite3'), [':memory:'], { stdin: path.join(inputs, 'sqlite.sql') }),
-  native('tchtest-native', 'Debian tokyocabinet-bin: tchtest write, 1000 records into a hash database', debian('tchtest'), ['write', path.join(scratch, 'casket.tch'), '1000']),
-  native('bzip2-native', 'Debian bzip2 -1 compressing 16 KiB of generated text', debian('bzip2'), ['-1', '-c', path.join(scratch, 'text.txt')]),
+  native('tchtest-native', 'Debian tokyocabinet-bin: tchtest write, 1000 records into a hash database', debian('tchtest'), ['write', 'casket.tch', '1000']),
+  native('bzip2-native', 'Debian bzip2 -1 compressing 16 KiB of generated text', debian('bzip2'), ['-1', '-c', 'text.txt']),
   {
     name: 'bzip2-lackey', description: 'a raw valgrind lackey log (gzip) of bzip2 with the preload shim: the import path', recorder: 'lackey-log', file: 'bzip2-lackey.log.gz',
     run: async (file) => {
       const valgrind = requireTool('valgrind', 'recording the raw lackey log');
       const log = path.join(scratch, 'bzip2.log');
-      const args = ['-1', '-c', path.join(scratch, 'small.txt')];
+      const args = ['-1', '-c', 'small.txt'];
       const r = spawnSync(valgrind, ['--tool=lackey', '--trace-mem=yes', `--log-file=${log}`, debian('bzip2')(), ...args], {
-        env: { ...process.env, LD_PRELOAD: buildPreload() }, stdio: ['ignore', 'ignore', 'inherit'],
+        cwd: scratch, env: { ...process.env, LD_PRELOAD: buildPreload() }, stdio: ['ignore', 'ignore', 'inherit'],
       });
       if (r.status !== 0) throw new Error(`valgrind bzip2 exited with ${r.status}`);
       await pipeline(createReadStream(log), createGzip({ level: 9 }), createWriteStream(file));

@@ -48,7 +48,9 @@ export function init(physBytes: u64, sets: u32, ways: u32, pscN: u32, dlogCap: u
   const pages = <i32>((end + 0xffff) >> 16);
   const have = memory.size();
   if (pages > have && memory.grow(pages - have) < 0) return ERR_TOO_BIG;
-  memory.fill(<usize>phys, 0, <usize>(end - phys));
+  // Grown pages arrive zeroed; filling them would commit every simulated byte up front.
+  const old = <u64>have << 16;
+  if (old > phys) memory.fill(<usize>phys, 0, <usize>((end < old ? end : old) - phys));
   setLayout(<usize>cnt, <usize>fault, <usize>steps, <usize>tlb, <usize>l0, <usize>psc, <usize>dlog, <usize>batch, <usize>value);
   setSizes(physBytes, sets, ways, pscN, dlogCap, batchCap, valueCap);
   setMaxPhyAddr(maxPhy);

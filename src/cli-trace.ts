@@ -300,7 +300,7 @@ export function registerTraceCommands(program: Command, io: Io): void {
     .option('-g, --granularity <list>', `unit sizes in bytes, powers of two (default: ${DEFAULT_GRANULARITIES.join(',')})`)
     .option('--json', 'print one JSON object (nothing else on stdout)')
     .option('--epochs', 'print a per-epoch table')
-    .option('--frames <n>', 'simulated frame pool: the most distinct pages the trace may touch (default: 65536)')
+    .option('--frames <n>', 'simulated frame pool: the most distinct pages the trace may touch (default: 262144; memory is committed only as pages are touched)')
     .option('--fetches', 'lackey input: replay instruction fetches too')
     .action(async (trace: string, o) => replayCommand(trace, o, io));
 

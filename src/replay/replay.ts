@@ -100,7 +100,7 @@ export class Replayer {
     granularities.forEach(checkGranularity);
     const epochWrites = o.epochWrites ?? DEFAULT_EPOCH_WRITES;
     if (!Number.isSafeInteger(epochWrites) || epochWrites < 1) throw new RangeError(`epoch length ${epochWrites} is not a positive number of writes`);
-    const frames = o.frames ?? 1 << 16;
+    const frames = o.frames ?? 1 << 18;
     // Page tables for a sparse 47-bit space: one guest PT page per 2 MiB touched, plus the
     // EPT for the frames; 1/64 of the pool (at least 4 MiB) leaves room for scattered traces.
     const tableBytes = Math.max(4 << 20, Math.ceil(frames / 64) * PAGE * 4);
