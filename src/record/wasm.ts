@@ -77,8 +77,10 @@ const INSTRUMENT_IMPORTS = new Set([
   'load_ptr', 'load_val_i32', 'load_val_i64', 'load_val_f32', 'load_val_f64',
   'store_ptr', 'store_val_i32', 'store_val_i64', 'store_val_f32', 'store_val_f64',
 ]);
-/** Emscripten's standalone runtime may import this to say memory grew; nothing needs to happen. */
-const ENV_NOOPS = new Set(['emscripten_notify_memory_growth']);
+/** Emscripten's standalone runtime may import the first to say memory grew; newer binaryen
+ *  (e.g. the npm build that assemblyscript brings, version 116+) also instruments memory.grow with
+ *  the other two. None of them is an access: they pass their argument through. */
+const ENV_NOOPS = new Set(['emscripten_notify_memory_growth', 'memory_grow_pre', 'memory_grow_post']);
 const HOST_ALLOC_IMPORTS = new Set(['malloc', 'aligned_alloc', 'calloc', 'realloc', 'free']);
 const WASI_MODULE = 'wasi_snapshot_preview1';
 
@@ -245,6 +247,8 @@ export async function recordWasm(o: WasmRecordOptions): Promise<RecordSummary> {
     store_val_f32: (_id: number, v: number) => (dv.setFloat32(0, v, true), write(), v),
     store_val_f64: (_id: number, v: number) => (dv.setFloat64(0, v, true), write(), v),
     emscripten_notify_memory_growth: () => undefined,
+    memory_grow_pre: (_id: number, delta: number) => delta,
+    memory_grow_post: (_id: number, result: number) => result,
   };
 
   // ---- Allocation through the host heap; wasm passes i32, so sizes and pointers are made unsigned. ----
