@@ -9,7 +9,7 @@
 // the programs named below (apt-get install -y sqlite3 tokyocabinet-bin bzip2).
 import { spawnSync } from 'node:child_process';
 import { createGzip } from 'node:zlib';
-import { createReadStream, createWriteStream, existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, createReadStream, createWriteStream, existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -42,9 +42,14 @@ type Job = { name: string; description: string; run: (file: string) => Promise<s
 const native = (name: string, description: string, program: () => string, args: string[], o: { cwd?: string; stdin?: string } = {}): Job => ({
   name, description, recorder: 'native',
   run: async (file) => {
-    const p = program();
-    // Inputs sit in the scratch directory and are named relative to it, so the trace (whose
-    // metadata and memory hold the command line) does not depend on where it was recorded.
+    // Inputs and granule's own programs sit in the scratch directory and are named relative to
+    // it, so the trace (whose metadata and memory hold the command line) does not depend on where
+    // the checkout is.
+    let p = program();
+    if (p.startsWith(root)) {
+      copyFileSync(p, path.join(scratch, path.basename(p)));
+      p = `./${path.basename(p)}`;
+    }
     await recordNative({ program: p, args, out: file, cwd: o.cwd ?? scratch, stdin: o.stdin, quiet: true });
     return [path.basename(p), ...args];
   },
@@ -54,7 +59,7 @@ const wasm = (name: string, workload: string, args: string[], description: strin
   name, description, recorder: 'wasm',
   run: async (file) => {
     const m = buildWorkload(workload, 'wasm');
-    await recordWasm({ module: m, args, out: file, stdout: () => {}, stderr: () => {} });
+    await recordWasm({ module: path.relative(process.cwd(), m), args, out: file, stdout: () => {}, stderr: () => {} });
     return [`${workload}.wasm`, ...args];
   },
 });
@@ -88,6 +93,7 @@ const JOBS: Job[] = [
 ];
 
 async function main(): Promise<void> {
+  process.chdir(root);
   const want = process.argv.slice(2);
   const unknown = want.filter((n) => !JOBS.some((j) => j.name === n));
   if (unknown.length) throw new Error(`unknown trace ${unknown.join(', ')}; known: ${JOBS.map((j) => j.name).join(', ')}`);
