@@ -5,7 +5,8 @@
 // hand-assembled modules, so they need no toolchain.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -99,6 +100,33 @@ const REC: [number, number, number[]][] = [
   [16, 8, f64(2.5)],
   [24, 4, f32(-1.25)],
 ];
+
+// Newer binaryen (the npm build that assemblyscript installs in node_modules/.bin) also hooks
+// memory.grow (env.memory_grow_pre/post). The recorder must accept it and record the same
+// accesses and heap events as with emscripten's binaryen.
+withTools('a module instrumented by a newer binaryen (memory.grow hooks) records the same events', async () => {
+  const npmWasmOpt = path.join(here, '..', 'node_modules', '.bin', 'wasm-opt');
+  if (!existsSync(npmWasmOpt)) {
+    console.log('  skipped: node_modules/.bin/wasm-opt (binaryen from npm, via assemblyscript) is not installed');
+    return;
+  }
+  const newer = path.join(dir, 'objects-newer.wasm');
+  const older = path.join(dir, 'objects-older.wasm');
+  const r = spawnSync(npmWasmOpt, ['--instrument-memory', mods.plain, '-o', newer], { encoding: 'utf8' });
+  assert.is(r.status, 0, r.stderr);
+  const o = spawnSync(requireTool('wasm-opt', 'the test'), ['--instrument-memory', mods.plain, '-o', older], { encoding: 'utf8' });
+  assert.is(o.status, 0, o.stderr);
+  const names = WebAssembly.Module.imports(new WebAssembly.Module(readFileSync(newer))).map((i) => `${i.module}.${i.name}`);
+  assert.ok(names.includes('env.memory_grow_pre'), `this binaryen should hook memory.grow; imports: ${names.join(', ')}`);
+  const a = await record(older, ['5'], path.join(dir, 'a.trace'));
+  const b = await record(newer, ['5'], path.join(dir, 'b.trace'));
+  try {
+    assert.is(b.stdout, a.stdout);
+    assert.equal(readTrace(path.join(dir, 'b.trace')).events, readTrace(path.join(dir, 'a.trace')).events);
+  } finally {
+    for (const f of ['a.trace', 'b.trace']) rmSync(path.join(dir, f), { force: true });
+  }
+});
 
 withTools('allocations, exact-width stores and loads with their values, and stdout come through', async () => {
   const out = path.join(dir, 'objects.trace');

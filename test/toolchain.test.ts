@@ -246,7 +246,7 @@ for (const w of WORKLOADS) {
     const imports = wasmImports(readFileSync(wasm));
     for (const i of imports)
       assert.ok(
-        i.module === 'wasi_snapshot_preview1' || i.module === 'granule' || (i.module === 'env' && /^(load|store)_(ptr|val_(i32|i64|f32|f64))$/.test(i.name)),
+        i.module === 'wasi_snapshot_preview1' || i.module === 'granule' || (i.module === 'env' && /^((load|store)_(ptr|val_(i32|i64|f32|f64))|memory_grow_(pre|post))$/.test(i.name)),
         `unexpected import ${i.module}.${i.name}`,
       );
     assert.ok(imports.some((i) => i.module === 'granule' && i.name === 'malloc'));

@@ -2,13 +2,14 @@
 // with granule's LD_PRELOAD shim, whose allocator messages travel in the same log as the accesses.
 // The log streams through a pipe on fd 3 straight into the lackey parser and the trace writer, so
 // a long run needs no temporary log file; the trace appears only when the program exited 0.
+import type { RecordSummaryBase } from './summary.ts';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { accessSync, closeSync, constants as fsConstants, mkdtempSync, openSync, rmSync, statSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
-import type { KindCounts, TraceMeta } from '../trace/events.ts';
+import type { TraceMeta } from '../trace/events.ts';
 import { parseLackey, PRELOAD_PROTOCOL, type LackeyStats } from '../trace/lackey.ts';
 import { TraceWriter, type Codec } from '../trace/writer.ts';
 import { buildPreload, requireTool } from './toolchain.ts';
@@ -36,16 +37,10 @@ export interface NativeRecordOptions {
   quiet?: boolean;
 }
 
-export interface RecordSummary {
-  out: string;
-  events: number;
-  counts: KindCounts;
-  bytes: number;
+export interface RecordSummary extends RecordSummaryBase {
   /** Always 0: any other exit status is an error and leaves no trace. */
   exitCode: number;
   stats: LackeyStats;
-  seconds: number;
-  notes: string[];
 }
 
 /** A recording that failed or was interrupted; no trace file was left. */

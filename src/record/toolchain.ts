@@ -43,8 +43,13 @@ function isExecutableFile(path: string): boolean {
 /** Looks name up on PATH (or checks it directly when it contains a slash), without a shell. */
 export function findProgram(name: string): string | undefined {
   if (name.includes('/')) return isExecutableFile(name) ? name : undefined;
-  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
-    if (!dir) continue;
+  // `npm run` puts node_modules/.bin first on PATH, and assemblyscript brings binaryen's npm build
+  // there (a newer wasm-opt than emscripten's). Tools are looked up in the system's directories
+  // first, so `npm test` and a plain `node` run build the same modules; node_modules/.bin is the
+  // fallback.
+  const dirs = (process.env.PATH ?? '').split(delimiter).filter(Boolean);
+  const npmBin = (d: string) => /[\\/]node_modules[\\/]\.bin[\\/]?$/.test(d);
+  for (const dir of [...dirs.filter((d) => !npmBin(d)), ...dirs.filter(npmBin)]) {
     const path = join(dir, name);
     if (isExecutableFile(path)) return path;
   }

@@ -13,12 +13,13 @@
 // and extending loads; plain v128.load / v128.store get their *_ptr call but no *_val call (there
 // is no v128 value import), so they are recorded at the *_ptr call, without a value. The
 // emscripten builds used here (no -pthread, -mbulk-memory or -msimd128) contain none of these.
+import type { RecordSummaryBase } from './summary.ts';
 import { readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import * as path from 'node:path';
 import { init, WASI } from '@wasmer/wasi';
 import { EV_READ, EV_WRITE } from '../trace/events.ts';
-import type { KindCounts, TraceMeta } from '../trace/events.ts';
+import type { TraceMeta } from '../trace/events.ts';
 import { TraceWriter } from '../trace/writer.ts';
 import type { Codec } from '../trace/writer.ts';
 import { WasmHeap, HeapError, DEFAULT_ALIGN, WASM_PAGE } from './wasm-heap.ts';
@@ -52,17 +53,11 @@ export interface WasmRecordOptions {
   onNote?: (note: string) => void;
 }
 
-export interface RecordSummary {
-  out: string;
-  events: number;
-  counts: KindCounts;
-  bytes: number;
+export interface RecordSummary extends RecordSummaryBase {
   /** The program's exit status; -1 when it was stopped by maxEvents. */
   exitCode: number;
-  seconds: number;
   allocRouted: boolean;
   truncated: boolean;
-  notes: string[];
 }
 
 /** A recording that failed; no trace file was left. */
