@@ -274,7 +274,7 @@ export function registerTraceCommands(program: Command, io: Io): void {
   const imp = program.command('import').description('convert traces other tools recorded into granule traces');
   imp.command('lackey')
     .description('import a valgrind lackey --trace-mem=yes log (plain or .gz); allocation events come along when the log was made with granule\'s preload shim')
-    .argument('<log>', 'the lackey log')
+    .argument('<log>', 'the lackey log; - reads standard input')
     .requiredOption('-o, --output <file>', 'the granule trace to write (atomically)')
     .option('--fetches', 'keep instruction fetches (I lines); left out by default')
     .addOption(codec())
@@ -293,7 +293,7 @@ export function registerTraceCommands(program: Command, io: Io): void {
 
   program.command('replay')
     .description('replay a trace in its own layout through the simulator: dirty units and volume per granularity, per epoch and in total, with faults, TLB misses and walk references')
-    .argument('<trace>', 'a granule trace or a valgrind lackey log (plain or .gz)')
+    .argument('<trace>', 'a granule trace or a valgrind lackey log (plain or .gz); - reads a lackey log from standard input (with --format lackey)')
     .addOption(new Option('--format <format>', 'input format').choices(['auto', 'granule', 'lackey']).default('auto'))
     .option('-e, --epoch-writes <n>', `an epoch is this many write events (a modify counts once) (default: ${DEFAULT_EPOCH_WRITES})`)
     .option('--epoch-marks', 'end epochs at the trace\'s epoch marks (with --epoch-writes, at either)')

@@ -189,6 +189,14 @@ export async function main(argv: string[] = process.argv, io?: Partial<Io>): Pro
       throw e;
     });
   }
+  if (!io?.out) {
+    // Ctrl-C: exit as a shell expects (130). Exiting runs the 'exit' hooks that remove the temp
+    // files of unfinished traces; a recorder that must also stop its child installs its own
+    // handler, and then this one steps aside.
+    process.on('SIGINT', () => {
+      if (process.listenerCount('SIGINT') === 1) process.exit(130);
+    });
+  }
   const out = io?.out ?? ((s: string) => { process.stdout.write(s); });
   const err = io?.err ?? ((s: string) => { process.stderr.write(s); });
   const color = io?.color ?? useColor(process.stdout);

@@ -3,8 +3,10 @@
 // failure leaves no output file behind.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { gunzipSync } from 'node:zlib';
+import { closeSync, copyFileSync, existsSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -12,8 +14,7 @@ import { replayFile } from '../src/replay/run.ts';
 import { TraceReader } from '../src/trace/reader.ts';
 import { importLackey } from '../src/trace/lackey.ts';
 import { EventCollector } from '../src/trace/block.ts';
-import { buildWorkload } from '../src/record/toolchain.ts';
-import { findProgram } from '../src/record/toolchain.ts';
+import { buildWorkload, findProgram } from '../src/record/toolchain.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const bin = join(root, 'bin', 'granule.js');
@@ -93,6 +94,45 @@ test('import lackey: the written trace holds exactly the events the importer pro
   const dump = run(['trace', 'dump', 'bz.grt', '--limit', '3']);
   assert.is(dump.out.trim().split('\n').length, 3);
   rmSync(join(dir, 'bz.grt'));
+});
+
+test('a lackey log on standard input (plain or gzip) imports and replays like the file', () => {
+  const gz = readFileSync(lackeyLog);
+  const viaPipe = (args: string[], input: Buffer) => spawnSync(process.execPath, [bin, ...args], { cwd: dir, input, encoding: 'utf8' });
+  const a = viaPipe(['import', 'lackey', '-', '-o', 'pipe-gz.grt'], gz);
+  assert.is(a.status, 0, a.stderr);
+  const b = viaPipe(['import', 'lackey', '-', '-o', 'pipe-plain.grt'], gunzipSync(gz));
+  assert.is(b.status, 0, b.stderr);
+  const events = (f: string) => { const r = TraceReader.open(join(dir, f)); const e = [...r.events()]; r.close(); return e; };
+  const fromGz = events('pipe-gz.grt');
+  assert.ok(fromGz.length > 100000);
+  assert.equal(fromGz, events('pipe-plain.grt'), 'the same events from gzip and plain');
+  const file = run(['replay', lackeyLog, '--json']);
+  const piped = viaPipe(['replay', '-', '--format', 'lackey', '--json'], gz);
+  assert.is(piped.status, 0, piped.stderr);
+  assert.equal(JSON.parse(piped.stdout).totals, JSON.parse(file.out).totals);
+  const auto = viaPipe(['replay', '-'], gz);
+  assert.is(auto.status, 1);
+  assert.match(auto.stderr, /is a pipe.*--format lackey/);
+  for (const f of ['pipe-gz.grt', 'pipe-plain.grt']) rmSync(join(dir, f));
+});
+
+test('Ctrl-C during an import exits 130 and leaves no temp file', async () => {
+  const fifo = join(dir, 'slow.fifo');
+  spawnSync('mkfifo', [fifo]);
+  const child = spawn(process.execPath, [bin, 'import', 'lackey', 'slow.fifo', '-o', 'int.grt'], { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+  // Keep the writer end open: the import waits for more lines until it is interrupted.
+  const writer = openSync(fifo, 'w');
+  writeSync(writer, gunzipSync(readFileSync(lackeyLog)).subarray(0, 1 << 20).toString().replace(/[^\n]*$/, ''));
+  const started = Date.now();
+  while (!readdirSync(dir).some((f) => f.endsWith('.tmp')) && Date.now() - started < 10000) await new Promise((r) => setTimeout(r, 50));
+  assert.ok(readdirSync(dir).some((f) => f.endsWith('.tmp')), 'the import started writing');
+  child.kill('SIGINT');
+  const [code] = await once(child, 'exit');
+  closeSync(writer);
+  assert.is(code, 130);
+  rmSync(fifo);
+  onlyFiles([]);
 });
 
 test('import lackey: a garbage line is named by number and nothing is written', () => {

@@ -4,7 +4,7 @@ import { statSync, openSync, readSync, closeSync } from 'node:fs';
 import { TraceError, type TraceMeta } from '../trace/events.ts';
 import { TraceReader, isGranuleTrace } from '../trace/reader.ts';
 import { BlockBuilder } from '../trace/block.ts';
-import { importLackey, looksLikeLackey, type LackeyStats } from '../trace/lackey.ts';
+import { importLackey, looksLikeLackey, STDIN, type LackeyStats } from '../trace/lackey.ts';
 import { Replayer, type ReplayOptions, type ReplayResult } from './replay.ts';
 
 export type TraceFormat = 'granule' | 'lackey';
@@ -36,11 +36,20 @@ export function detectFormat(path: string): TraceFormat {
 }
 
 export async function replayFile(path: string, o: ReplayFileOptions = {}): Promise<ReplayFileResult> {
-  let bytes: number;
-  try {
-    bytes = statSync(path).size;
-  } catch (e) {
-    throw new TraceError(path, {}, `cannot read the file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, 'check the path');
+  let bytes = 0;
+  let pipe = path === STDIN;
+  if (!pipe) {
+    try {
+      const st = statSync(path);
+      bytes = st.size;
+      pipe = !st.isFile();
+    } catch (e) {
+      throw new TraceError(path, {}, `cannot read the file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, 'check the path');
+    }
+  }
+  if (pipe && o.format !== 'lackey') {
+    throw new TraceError(path, {}, 'is a pipe, not a file: its format cannot be sniffed and a granule trace must be a file (its reader seeks)',
+      'give a file, or --format lackey to stream a lackey log through the pipe');
   }
   const format = !o.format || o.format === 'auto' ? detectFormat(path) : o.format;
   const t0 = performance.now();

@@ -11,7 +11,9 @@
 // Hex digits of either case and any width are accepted. A CR before the LF is accepted too (lackey
 // never writes one, but a log that went through a Windows tool would otherwise fail on every line).
 // Blank lines are skipped.
-import { createReadStream, openSync, readSync, closeSync } from 'node:fs';
+import { createReadStream, openSync, readSync, closeSync, statSync } from 'node:fs';
+import { once } from 'node:events';
+import { Socket } from 'node:net';
 import { createGunzip, gunzipSync, constants as zlibConstants } from 'node:zlib';
 import { Readable } from 'node:stream';
 import { ADDR_LIMIT, EV_FETCH, EV_MODIFY, EV_READ, EV_WRITE, TraceError, type AccessKind, type EventSink } from './events.ts';
@@ -507,7 +509,67 @@ const isGzip = (b: Uint8Array) => b.length >= 2 && b[0] === 0x1f && b[1] === 0x8
 
 interface OpenedLog { stream: Readable; rawBytes: () => number }
 
+function isFifo(path: string): boolean {
+  try {
+    return statSync(path).isFIFO();
+  } catch {
+    return false;
+  }
+}
+
+function isRegularFile(path: string): boolean {
+  try {
+    return statSync(path).isFile();
+  } catch {
+    return true; // let the open below report the error, naming the file
+  }
+}
+
+/**
+ * A pipe or FIFO (`/dev/stdin`, `<(zcat ...)`) cannot be read twice: the gzip magic is sniffed
+ * from its first chunk, which then goes on to the parser or the decompressor.
+ */
+function openPipe(path: string): OpenedLog {
+  // A FIFO is opened here (waiting for its writer, as `cat` would) and read as a socket: a
+  // threadpool read blocked on a FIFO would keep the process from exiting on Ctrl-C.
+  const raw = path === STDIN ? process.stdin : isFifo(path) ? new Socket({ fd: openSync(path, 'r'), readable: true, writable: false }) : createReadStream(path, { highWaterMark: 1 << 20 });
+  // An open error may come before anyone iterates; the iterator reports it then.
+  raw.on('error', () => {});
+  async function* chunks(): AsyncGenerator<Buffer> {
+    const it = raw[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+    try {
+      const first = await it.next();
+      if (first.done) return;
+      if (!isGzip(first.value)) {
+        yield first.value;
+        for (let r = await it.next(); !r.done; r = await it.next()) yield r.value;
+        return;
+      }
+      const gunzip = createGunzip();
+      (async () => {
+        gunzip.write(first.value);
+        for (let r = await it.next(); !r.done; r = await it.next()) if (!gunzip.write(r.value)) await once(gunzip, 'drain');
+        gunzip.end();
+      })().catch((e) => gunzip.destroy(e));
+      try {
+        for await (const c of gunzip) yield c as Buffer;
+      } catch (e) {
+        throw gzipError(e, path, (raw as { bytesRead?: number }).bytesRead ?? 0);
+      }
+    } catch (e) {
+      throw e instanceof TraceError ? e : asTraceError(e, path, (raw as { bytesRead?: number }).bytesRead ?? 0);
+    } finally {
+      raw.destroy();
+    }
+  }
+  return { stream: Readable.from(chunks(), { objectMode: false }), rawBytes: () => (raw as { bytesRead?: number }).bytesRead ?? 0 };
+}
+
+/** The file name that means standard input. */
+export const STDIN = '-';
+
 function openLog(path: string): OpenedLog {
+  if (path === STDIN || !isRegularFile(path)) return openPipe(path);
   const gz = isGzip(readHead(path, 2));
   const raw = createReadStream(path, { highWaterMark: 1 << 20 });
   if (!gz) return { stream: raw, rawBytes: () => raw.bytesRead };
@@ -549,6 +611,7 @@ export async function importLackey(path: string, sink: EventSink, opts: Omit<Lac
  */
 export function looksLikeLackey(path: string): boolean {
   let head: Buffer;
+  if (path === STDIN || !isRegularFile(path)) return false;
   try {
     head = readHead(path, 4096);
   } catch {
