@@ -45,5 +45,20 @@ export class BatchWriter {
     this.count++;
     return true;
   }
+  /** pushAddr() with `size` bytes to store, taken from `bytes` at `off`. */
+  pushAddrValue(addr: number, acc: number, size: number, bytes: Uint8Array, off: number): boolean {
+    if (this.count >= this.sim.batchCapacity || this.valueBytes + size > this.values.length) return false;
+    const p = this.count * REC_SIZE;
+    const r = this.records;
+    r.setUint32(p + REC_GVA, addr >>> 0, true);
+    r.setUint32(p + REC_GVA + 4, Math.floor(addr / 0x100000000), true);
+    r.setUint8(p + REC_KIND, acc | ACC_VALUE);
+    r.setUint8(p + REC_SIZE_FIELD, size);
+    r.setUint32(p + REC_VALUE, this.valueBytes, true);
+    this.values.set(bytes.subarray(off, off + size), this.valueBytes);
+    this.valueBytes += size;
+    this.count++;
+    return true;
+  }
   reset(): void { this.count = 0; this.valueBytes = 0; }
 }

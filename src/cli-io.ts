@@ -5,6 +5,10 @@ import { ReplayError } from './replay/replay.ts';
 import { ToolError, BuildError } from './record/toolchain.ts';
 import { NativeRecordError } from './record/native.ts';
 import { WasmRecordError } from './record/wasm.ts';
+import { CheckpointError } from './checkpoint/format.ts';
+import { MonitorError } from './monitor/engine.ts';
+import { SpaceError as LayoutError } from './layout/space.ts';
+import { ReportWriteError, ReportLibraryError } from './report/html.ts';
 
 export interface Io {
   out: (s: string) => void;
@@ -22,7 +26,9 @@ export class InputError extends Error {}
 
 export function isInputError(e: unknown): e is Error {
   return e instanceof InputError || e instanceof TraceError || e instanceof ReplayError || e instanceof ToolError
-    || e instanceof BuildError || e instanceof NativeRecordError || e instanceof WasmRecordError;
+    || e instanceof BuildError || e instanceof NativeRecordError || e instanceof WasmRecordError
+    || e instanceof CheckpointError || e instanceof MonitorError || e instanceof LayoutError
+    || e instanceof ReportWriteError || e instanceof ReportLibraryError;
 }
 
 /** Exit code for an input error: 130 when the user interrupted a recording (as a shell reports SIGINT). */

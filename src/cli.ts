@@ -8,6 +8,7 @@ import { explainWalk, formatWalk, guestBits, eptBits, useColor, palette, hex } f
 import { PAGE_4K, addrMaskFor } from './space.ts';
 import { UsageError, isInputError, inputErrorCode, type Io } from './cli-io.ts';
 import { registerTraceCommands } from './cli-trace.ts';
+import { registerMonitorCommands } from './cli-monitor.ts';
 
 const VERSION = '0.1.0';
 
@@ -227,6 +228,7 @@ export async function main(argv: string[] = process.argv, io?: Partial<Io>): Pro
     .action(async () => demoCommand(ctx));
 
   registerTraceCommands(program, ctx);
+  registerMonitorCommands(program, ctx);
 
   try {
     if (argv.length <= 2) {

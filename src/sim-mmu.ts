@@ -33,6 +33,7 @@ export class SimMmu implements Mmu {
   readonly ept: EptBuilder;
   readonly gpt: GuestPtBuilder;
   private readonly poolBase: bigint;
+  private readonly tables: FrameAllocator;
   private readonly pmlPage: bigint;
   private readonly gpaLimit: bigint;
 
@@ -42,6 +43,7 @@ export class SimMmu implements Mmu {
     this.frames = o.frames;
     const mask = addrMaskFor(sim.maxPhyAddr);
     const tables = new FrameAllocator(0n, BigInt(o.tableBytes));
+    this.tables = tables;
     this.poolBase = BigInt(o.tableBytes);
     this.gpaLimit = 1n << BigInt(sim.maxPhyAddr - 1);
     this.ept = new EptBuilder(sim, tables, mask);
@@ -200,6 +202,9 @@ export class SimMmu implements Mmu {
   }
   readFrame(frame: number, offset: number, len: number): Uint8Array { return this.sim.readBytes(this.frameHpa(frame, offset, len), len); }
   writeFrame(frame: number, offset: number, bytes: Uint8Array): void { this.sim.writeBytes(this.frameHpa(frame, offset, bytes.length), bytes); }
+
+  /** Host memory holding paging structures so far: EPT, guest page tables and the PML page. */
+  get tableBytes(): number { return Number(this.tables.used); }
 
   counters() { return this.sim.counters(); }
   resetCounters(): void { this.sim.resetCounters(); }

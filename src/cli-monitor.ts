@@ -1,0 +1,184 @@
+// The monitoring commands of `granule`: compare, checkpoint, restore.
+import { Command, Option } from 'commander';
+import { createHash } from 'node:crypto';
+import { createReadStream, statSync } from 'node:fs';
+import { UsageError, InputError, type Io } from './cli-io.ts';
+import { parseGranularities, bytes } from './cli-trace.ts';
+import { runMonitor, type Layout } from './monitor/engine.ts';
+import { compareTrace, DEFAULT_COMPARE_GRANULARITIES, DEFAULT_COMPARE_MODES } from './monitor/compare.ts';
+import { MONITOR_MODES, type MonitorMode } from './layout/space.ts';
+import { CheckpointWriter } from './checkpoint/writer.ts';
+import { restoreImage, verifyChain } from './checkpoint/restore.ts';
+import { formatCompareTable } from './report/table.ts';
+import { renderCompareHtml, writeReport } from './report/html.ts';
+import { DEFAULT_EPOCH_WRITES } from './replay/replay.ts';
+
+const num = (n: number) => n.toLocaleString('en-US');
+const PAGE = 4096;
+
+function parseEpochWrites(text: string | undefined): number {
+  if (text === undefined) return DEFAULT_EPOCH_WRITES;
+  const n = Number(text.replace(/_/g, ''));
+  if (!/^[0-9_]+$/.test(text) || !Number.isSafeInteger(n) || n < 1) throw new UsageError(`--epoch-writes must be a whole number of at least 1, got '${text}'`);
+  return n;
+}
+
+/** A granularity list for monitoring: 64..4096 bytes, or 'adaptive'. */
+function parseMonitorGranularities(text: string): (number | 'adaptive')[] {
+  const out: (number | 'adaptive')[] = [];
+  const fixed = text.split(',').map((s) => s.trim()).filter((s) => s && s !== 'adaptive');
+  if (fixed.length) {
+    for (const g of parseGranularities(fixed.join(','))) {
+      if (g < 64 || g > PAGE) throw new UsageError(`--granularity ${g}: monitoring units are 64 to 4096 bytes (the spread layout's slots; 4096 is page level)`);
+      out.push(g);
+    }
+  }
+  if (/(^|,)\s*adaptive\s*(,|$)/.test(text)) out.push('adaptive');
+  if (out.length === 0) throw new UsageError(`--granularity '${text}' names no unit sizes: give a list like 4096,256,64,adaptive`);
+  return out;
+}
+
+function parseModes(text: string): MonitorMode[] {
+  const out = text.split(',').map((s) => s.trim()).filter(Boolean);
+  for (const m of out) if (!MONITOR_MODES.includes(m as MonitorMode)) throw new UsageError(`--modes: unknown mode '${m}'; modes are ${MONITOR_MODES.join(', ')}`);
+  return out as MonitorMode[];
+}
+
+async function sha256(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const c of createReadStream(path)) h.update(c as Buffer);
+  return h.digest('hex');
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function compareCommand(trace: string, o: { json?: boolean; html?: string; epochWrites?: string; granularity?: string; modes?: string; frames?: string }, io: Io): Promise<void> {
+  const epochWrites = parseEpochWrites(o.epochWrites);
+  const granularities = o.granularity ? parseMonitorGranularities(o.granularity) : DEFAULT_COMPARE_GRANULARITIES;
+  const modes = o.modes ? parseModes(o.modes) : DEFAULT_COMPARE_MODES;
+  const frames = o.frames ? Number(o.frames) : undefined;
+  const r = await compareTrace(trace, {
+    modes, granularities, epochWrites, frames,
+    onRun: io.tty ? (label, k, of) => io.err(`\r\x1b[2Kcompare: run ${k + 1} of ${of}: ${label}`) : undefined,
+  });
+  if (io.tty) io.err('\r\x1b[2K');
+  if (o.html) {
+    writeReport(o.html, renderCompareHtml(r));
+    io.err(`granule: wrote ${o.html}\n`);
+  }
+  if (o.json) io.out(JSON.stringify(r, null, 2) + '\n');
+  else io.out(formatCompareTable(r, { color: io.color }) + '\n');
+}
+
+async function checkpointCommand(trace: string, o: { output: string; mode: MonitorMode; layout: Layout; granularity: string; epochWrites?: string; frames?: string }, io: Io): Promise<void> {
+  const epochWrites = parseEpochWrites(o.epochWrites);
+  const [g] = parseMonitorGranularities(o.granularity);
+  if (o.granularity.includes(',')) throw new UsageError('--granularity: checkpoint takes one unit size (or adaptive)');
+  let st;
+  try { st = statSync(trace); } catch (e) { throw new InputError(`${trace}: cannot read the trace (${(e as NodeJS.ErrnoException).code})`); }
+  const writer = CheckpointWriter.create(o.output, {
+    trace: { path: trace, bytes: st.size, sha256: await sha256(trace) },
+    mode: o.mode, layout: o.layout, granularity: g!, epochWrites, created: new Date().toISOString(),
+  });
+  let total = 0;
+  let base = 0;
+  let closed = false;
+  try {
+    const r = await runMonitor(trace, {
+      mode: o.mode, layout: o.layout, granularity: g!, epochWrites, frames: o.frames ? Number(o.frames) : undefined,
+      onEpoch: (e, units, space) => {
+        if (e.index === 0) {
+          const frames = [];
+          for (let f = 0; f < space.framesUsed; f++) frames.push({ frame: f, bytes: space.frameBytes(f) });
+          writer.writeBase(frames);
+          base = space.framesUsed * PAGE;
+        } else {
+          total += writer.writeIncrement(e.index, units.map((u) => ({ frame: u.frame, offset: u.offset, bytes: space.readUnit(u) }))).dataBytes;
+        }
+      },
+    });
+    const c = writer.close();
+    closed = true;
+    io.err(`granule: wrote ${c.dir}: base image ${bytes(base)} (${num(base / PAGE)} frames) and ${r.epochs.length - 1} increments holding ${bytes(total)} of dirty data; ${bytes(c.bytes)} on disk\n`);
+  } finally {
+    if (!closed) writer.abort();
+  }
+}
+
+async function restoreCommand(dir: string, o: { epoch?: string; verify?: boolean; json?: boolean }, io: Io): Promise<void> {
+  const epoch = o.epoch === undefined ? undefined : Number(o.epoch);
+  if (epoch !== undefined && (!Number.isSafeInteger(epoch) || epoch < 0)) throw new UsageError(`--epoch must be a whole number, got '${o.epoch}'`);
+  // Every file is checked, not only those up to the epoch asked for: damage anywhere is news.
+  const chain = verifyChain(dir);
+  for (const n of chain.notes) io.err(`granule: note: ${n}\n`);
+  const r = restoreImage(dir, epoch);
+  const m = r.meta;
+  const imageBytes = r.frames.size * PAGE;
+  const out: Record<string, unknown> = { dir, epoch: r.epoch, frames: r.frames.size, imageBytes, files: r.filesRead.length, meta: m };
+  if (o.verify) {
+    let digest: string;
+    try { digest = await sha256(m.trace.path); } catch (e) { throw new InputError(`${dir}: the checkpoint was made from ${m.trace.path}, which cannot be read (${(e as NodeJS.ErrnoException).code}); --verify re-runs it`); }
+    if (digest !== m.trace.sha256) throw new InputError(`${dir}: ${m.trace.path} is not the trace this checkpoint was made from (its SHA-256 differs); --verify needs the original`);
+    const run = await runMonitor(m.trace.path, { mode: m.mode as MonitorMode, layout: m.layout as Layout, granularity: m.granularity, epochWrites: m.epochWrites, stopAfter: r.epoch });
+    if (run.epochs.length <= r.epoch) throw new InputError(`${dir}: the trace has only ${run.epochs.length} epochs, the checkpoint claims epoch ${r.epoch}`);
+    const zero = new Uint8Array(PAGE);
+    let mismatches = 0;
+    let first = '';
+    let restoredEnd = 0;
+    for (const f of r.frames.keys()) restoredEnd = Math.max(restoredEnd, f + 1);
+    const end = Math.max(run.space.framesUsed, restoredEnd);
+    for (let f = 0; f < end; f++) {
+      const want = f < run.space.framesUsed ? run.space.frameBytes(f) : zero;
+      const got = r.frames.get(f) ?? zero;
+      for (let i = 0; i < PAGE; i++) {
+        if (want[i] !== got[i]) {
+          mismatches++;
+          if (!first) first = `frame ${f} offset ${i}: restored ${got[i]}, simulator ${want[i]}`;
+          break;
+        }
+      }
+    }
+    out.verified = mismatches === 0;
+    out.framesCompared = run.space.framesUsed;
+    if (mismatches) throw new InputError(`${dir}: the image restored at epoch ${r.epoch} differs from the simulator's in ${mismatches} frames (first: ${first})`);
+  }
+  if (o.json) io.out(JSON.stringify(out, null, 2) + '\n');
+  else {
+    io.out(`restored epoch ${r.epoch} of ${dir}: ${num(r.frames.size)} frames (${bytes(imageBytes)}) from ${r.filesRead.length} files; ${m.mode}, ${m.layout} layout, ${m.granularity === 'adaptive' ? 'adaptive' : `${m.granularity} B`} units, epochs of ${num(m.epochWrites)} writes\n`);
+    if (o.verify) io.out(`verified: identical to the simulator's memory at the end of epoch ${r.epoch} (${num(out.framesCompared as number)} frames), replaying ${m.trace.path}\n`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+export function registerMonitorCommands(program: Command, io: Io): void {
+  program.command('compare')
+    .description('run a trace under every monitoring mode and granularity (spread layout) against page level (packed layout) and the byte-exact ideal: checkpoint bytes, faults, exits, TLB misses, walk references, table memory')
+    .argument('<trace>', 'an object-aware granule trace (from granule record)')
+    .option('--json', 'print the result as JSON')
+    .option('--html <file>', 'also write an HTML report with charts')
+    .option('-e, --epoch-writes <n>', `an epoch is this many write events (default: ${DEFAULT_EPOCH_WRITES})`)
+    .option('-g, --granularity <list>', `unit sizes, 64..4096, and/or adaptive (default: ${DEFAULT_COMPARE_GRANULARITIES.join(',')})`)
+    .option('--modes <list>', `monitoring mechanisms (default: ${DEFAULT_COMPARE_MODES.join(',')})`)
+    .option('--frames <n>', 'simulated frame pool (default 65536)')
+    .action(async (trace: string, o) => compareCommand(trace, o, io));
+
+  program.command('checkpoint')
+    .description('incremental checkpoints of a trace\'s memory: a base image after the first epoch, then exactly the dirty units of each epoch')
+    .argument('<trace>', 'a granule trace')
+    .requiredOption('-o, --output <dir>', 'checkpoint directory (must not exist or be empty)')
+    .addOption(new Option('-m, --mode <mode>', 'monitoring mechanism').choices(MONITOR_MODES).default('gpt-wp'))
+    .addOption(new Option('--layout <layout>', 'heap layout').choices(['spread', 'packed', 'trace']).default('spread'))
+    .option('-g, --granularity <g>', 'unit size 64..4096, or adaptive', '64')
+    .option('-e, --epoch-writes <n>', `an epoch is this many write events (default: ${DEFAULT_EPOCH_WRITES})`)
+    .option('--frames <n>', 'simulated frame pool (default 65536)')
+    .action(async (trace: string, o) => checkpointCommand(trace, o, io));
+
+  program.command('restore')
+    .description('rebuild the memory image at the end of an epoch from a checkpoint directory; --verify compares it with a fresh run of the trace')
+    .argument('<dir>', 'a directory written by granule checkpoint')
+    .option('--epoch <e>', 'the epoch to restore (default: the latest)')
+    .option('--verify', 're-run the trace to that epoch and compare the images byte for byte')
+    .option('--json', 'print the result as JSON')
+    .action(async (dir: string, o) => restoreCommand(dir, o, io));
+}

@@ -1,0 +1,354 @@
+// The monitored address space on the simulated MMU: the heap in the spread layout (or the packed
+// baseline), the trace's own pages for everything else, alias planes, per-frame granularity, and
+// the monitoring mechanisms that report dirty units.
+//
+// GPA space: plane p (0 <= p < 64) is the window [p * PLANE_STRIDE, ...); plane page
+// p * PLANE_STRIDE + f * 4096 maps to frame f in the EPT. A slab frame of class c has K = 4096 / c
+// slots and all K of its plane pages mapped when it is created; nothing in the EPT changes after.
+// The guest page table maps V(f, j) to the plane page of j's group leader: with groups of m slots,
+// leader(j) = floor(j / m) * m. Pages that are not slabs (large objects, the trace's own pages) use
+// plane 0 only.
+//
+// Monitoring mechanisms (DESIGN.md section 2):
+//   gpt-wp     guest page-table write protection: a write to a protected V page is a #PF in the
+//              guest; the monitor (here, JS standing in for the in-guest handler) records the unit,
+//              sets R/W on every V page of the group and invalidates them, and the access retries.
+//   ept-wp     EPT write protection of the plane pages: a write is an EPT violation (a VM exit);
+//              the simulator's built-in host handler grants W on that GPA page and logs it.
+//   ept-dirty  no faults: the EPT D flags of the plane pages are harvested (and cleared) per epoch.
+//   pml        page-modification logging: the CPU logs GPAs as it sets EPT D flags; a full log is a
+//              PML-full exit, drained by the built-in handler; the rest is harvested per epoch.
+import { FAULT_PF, PFEC_P, PFEC_WR, CNT_TLB_MISSES, CNT_GUEST_REFS, CNT_EPT_REFS, CNT_HANDLED_EPT, CNT_PML_FULL, CNT_EPT_VIOLATION, PTE_D } from '../consts.ts';
+import { SimMmu } from '../sim-mmu.ts';
+import type { FaultRecord } from '../sim.ts';
+import { counterNames } from '../counters.ts';
+import { MAX_PLANES, PAGE, type HeapAllocator, type MapRequest } from '../alloc/classes.ts';
+
+export type MonitorMode = 'gpt-wp' | 'ept-wp' | 'ept-dirty' | 'pml';
+export const MONITOR_MODES: MonitorMode[] = ['gpt-wp', 'ept-wp', 'ept-dirty', 'pml'];
+
+/** GPA distance between alias planes: room for 2^18 frames (1 GiB) in each. */
+export const PLANE_STRIDE = 2 ** 30;
+const MAX_POOL = PLANE_STRIDE / PAGE;
+
+const SLAB = 1;
+const PLAIN = 2;
+
+export class SpaceError extends Error {}
+
+const hex = (n: number | bigint) => '0x' + n.toString(16);
+
+export interface SpaceOptions {
+  mode: MonitorMode;
+  /** pool frames: the most distinct frames (slabs, large-object pages, the trace's own pages) */
+  frames?: number;
+  tlbSets?: number;
+  tlbWays?: number;
+}
+
+/** A dirty unit: bytes [offset, offset + len) of pool frame `frame`. */
+export interface DirtyUnit { frame: number; offset: number; len: number }
+
+export interface SpaceCounters {
+  faults: number;
+  exits: Record<string, number>;
+  tlbMisses: number;
+  walkRefs: number;
+}
+
+export class MonitoredSpace {
+  readonly mmu: SimMmu;
+  readonly mode: MonitorMode;
+  /** per pool frame: SLAB, PLAIN or 0 */
+  private kind: Uint8Array;
+  /** slab frames: slot size; plain frames: 4096 */
+  private cls: Uint16Array;
+  /** slab frames: slots per unit (m) */
+  private group: Uint8Array;
+  /** slab frames: GVA of V(f, 0); plain frames: the page's GVA */
+  private gva: Float64Array;
+  /** page number of a mapped GVA page -> frame * 64 + slot (plain pages: slot 0) */
+  private readonly byPage = new Map<number, number>();
+  /** allocator frame index -> pool frame */
+  private readonly poolOf: number[] = [];
+  private nextFrame = 0;
+  /** slab frames in creation order, for harvesting and granularity changes */
+  readonly slabs: number[] = [];
+  readonly plains: number[] = [];
+  /** units dirtied this epoch: key frame * 4096 + offset -> length */
+  private readonly dirty = new Map<number, number>();
+  /** GVA pages whose protection this epoch's gpt-wp handler lifted */
+  private readonly lifted: number[] = [];
+  private faults = 0;
+  private counterBase: number[];
+
+  private constructor(mmu: SimMmu, mode: MonitorMode) {
+    this.mmu = mmu;
+    this.mode = mode;
+    const n = mmu.frames;
+    this.kind = new Uint8Array(n);
+    this.cls = new Uint16Array(n);
+    this.group = new Uint8Array(n);
+    this.gva = new Float64Array(n);
+    this.counterBase = this.counterArray();
+  }
+
+  static async create(o: SpaceOptions): Promise<MonitoredSpace> {
+    const frames = o.frames ?? 1 << 16;
+    if (frames > MAX_POOL) throw new SpaceError(`a pool of ${frames} frames does not fit a plane (${MAX_POOL} frames at most)`);
+    // Tables: the EPT maps up to 64 plane pages per slab frame; the guest table maps 64 V pages.
+    const tableBytes = Math.max(8 << 20, Math.ceil(frames / 16) * PAGE * 4);
+    const mmu = await SimMmu.create({ frames, tableBytes, tlbSets: o.tlbSets, tlbWays: o.tlbWays, pml: o.mode === 'pml', maxPhyAddr: 46 }, `monitor ${o.mode}`);
+    return new MonitoredSpace(mmu, o.mode);
+  }
+
+  // ---- mapping ------------------------------------------------------------------------------
+
+  private newFrame(): number {
+    const f = this.nextFrame++;
+    if (f >= this.mmu.frames) throw new SpaceError(`out of frames: the run needs more than ${this.mmu.frames} (${this.mmu.frames * 4} KiB); give a larger pool with --frames`);
+    return f;
+  }
+
+  private gpaOf(plane: number, frame: number): bigint { return BigInt(plane * PLANE_STRIDE + frame * PAGE); }
+
+  /** The allocator's map requests: slabs get K V pages onto K planes, large objects plain pages. */
+  onMap = (r: MapRequest, granularity: number): void => {
+    // A packed slab is one ordinary page of cells (one V page, not K).
+    if (r.kind === 'slab' && r.vpages.length === 1 && r.slots > 1) {
+      const f = this.newFrame();
+      this.poolOf[r.frame] = f;
+      this.mapPlain(f, r.vpages[0]!);
+    } else if (r.kind === 'slab') {
+      const f = this.newFrame();
+      this.poolOf[r.frame] = f;
+      const k = r.slots;
+      this.kind[f] = SLAB;
+      this.cls[f] = r.cls;
+      this.group[f] = Math.max(1, Math.min(k, Math.floor(granularity / r.cls)));
+      this.gva[f] = r.vpages[0]!;
+      for (let p = 0; p < k; p++) this.mmu.mapPlane(this.gpaOf(p, f), f, 1);
+      for (let j = 0; j < k; j++) {
+        const v = r.vpages[j]!;
+        this.byPage.set(v / PAGE, f * MAX_PLANES + j);
+        this.mmu.mapGva(BigInt(v), this.gpaOf(this.leader(f, j), f), 1);
+      }
+      this.slabs.push(f);
+      this.armFrame(f);
+    } else {
+      r.frames.forEach((af, i) => {
+        const f = this.newFrame();
+        this.poolOf[af] = f;
+        this.mapPlain(f, r.gva + i * PAGE);
+      });
+    }
+  };
+
+  private mapPlain(f: number, page: number): void {
+    this.kind[f] = PLAIN;
+    this.cls[f] = PAGE;
+    this.group[f] = 1;
+    this.gva[f] = page;
+    this.byPage.set(page / PAGE, f * MAX_PLANES);
+    this.mmu.mapPlane(this.gpaOf(0, f), f, 1);
+    this.mmu.mapGva(BigInt(page), this.gpaOf(0, f), 1);
+    this.plains.push(f);
+    this.armFrame(f);
+  }
+
+  /** A page of the trace's own layout, mapped on first touch. */
+  mapOwnPage(page: number): void {
+    if (this.byPage.has(page / PAGE)) throw new SpaceError(`page ${hex(page)} faulted as not present after it was mapped`);
+    this.mapPlain(this.newFrame(), page);
+  }
+
+  private leader(f: number, j: number): number { const m = this.group[f]!; return j - (j % m); }
+  private slots(f: number): number { return this.kind[f] === SLAB ? PAGE / this.cls[f]! : 1; }
+  private vpage(f: number, j: number): number { return this.gva[f]! + j * PAGE; }
+
+  /** Pool frame of an allocator frame. */
+  poolFrame(allocFrame: number): number { return this.poolOf[allocFrame]!; }
+
+  // ---- granularity --------------------------------------------------------------------------
+
+  /** Slots per unit of a slab frame (1 for plain pages). */
+  groupOf(f: number): number { return this.group[f]!; }
+
+  /** Unit size of a frame in bytes (slot size x slots per group; 4096 for plain pages). */
+  unitOf(f: number): number { return this.kind[f] === SLAB ? this.cls[f]! * this.group[f]! : PAGE; }
+
+  /**
+   * Regroups a slab frame's slots into units of `unit` bytes (at least its slot size): rewrites the
+   * guest PTEs of its V pages to the new leaders' plane pages and invalidates them. No byte moves
+   * and the EPT is untouched. Returns the number of PTEs rewritten.
+   */
+  setGranularity(f: number, unit: number): number {
+    if (this.kind[f] !== SLAB) return 0;
+    const k = this.slots(f);
+    const m = Math.max(1, Math.min(k, Math.floor(unit / this.cls[f]!)));
+    if (m === this.group[f]) return 0;
+    const before = this.group[f]!;
+    this.group[f] = m;
+    let n = 0;
+    for (let j = 0; j < k; j++) {
+      const was = j - (j % before);
+      const now = j - (j % m);
+      if (was === now) continue;
+      this.mmu.remapGva(BigInt(this.vpage(f, j)), this.gpaOf(now, f), 1);
+      n++;
+    }
+    return n;
+  }
+
+  // ---- monitoring ---------------------------------------------------------------------------
+
+  /** Arms one frame for the current mode (at creation, and after its units were harvested). */
+  private armFrame(f: number): void {
+    const k = this.slots(f);
+    if (this.mode === 'gpt-wp') {
+      for (let j = 0; j < k; j++) this.mmu.protectGva(BigInt(this.vpage(f, j)), 1, true);
+    } else if (this.mode === 'ept-wp') {
+      for (let p = 0; p < k; p++) this.mmu.protectGpa(this.gpaOf(p, f), 1, true);
+    }
+  }
+
+  private record(f: number, offset: number, len: number): void {
+    const key = f * PAGE + offset;
+    if (!this.dirty.has(key)) this.dirty.set(key, len);
+  }
+
+  /** The unit holding GVA page `page` (a V page or a plain page). */
+  private unitOfPage(pageNumber: number): { f: number; lead: number } | undefined {
+    const e = this.byPage.get(pageNumber);
+    if (e === undefined) return undefined;
+    const f = Math.floor(e / MAX_PLANES);
+    return { f, lead: this.leader(f, e % MAX_PLANES) };
+  }
+
+  /**
+   * The in-guest #PF handler of gpt-wp: a write to a protected page. Records the unit and lifts the
+   * protection of every V page of its group. False when the fault is not one it handles.
+   */
+  handleWriteFault(fault: FaultRecord): boolean {
+    if (this.mode !== 'gpt-wp' || fault.kind !== FAULT_PF || (fault.code & (PFEC_P | PFEC_WR)) !== (PFEC_P | PFEC_WR)) return false;
+    const u = this.unitOfPage(Math.floor(Number(fault.gva) / PAGE));
+    if (!u) return false;
+    const { f, lead } = u;
+    this.faults++;
+    const m = this.group[f]!;
+    this.record(f, lead * this.cls[f]!, m * this.cls[f]!);
+    for (let j = lead; j < lead + m; j++) {
+      const v = this.vpage(f, j);
+      this.mmu.protectGva(BigInt(v), 1, false);
+      this.lifted.push(v);
+    }
+    return true;
+  }
+
+  /** Runs queued accesses with this mode's handlers; `onFault` resolves what the mode does not. */
+  runBatch(onFault: (f: FaultRecord) => void): void {
+    const mmu = this.mmu;
+    const handlers = { eptWriteProtect: this.mode === 'ept-wp', pmlFull: this.mode === 'pml' };
+    let start = 0;
+    for (;;) {
+      const r = mmu.runSync(start, handlers);
+      if (r.status === 'done') break;
+      if (r.status === 'log-full') { this.drainLog(); start = r.next; continue; }
+      const f = r.fault!;
+      if (!this.handleWriteFault(f)) onFault(f);
+      start = r.next;
+    }
+    mmu.batch.reset();
+  }
+
+  /** Units from the simulator's dirty log (ept-wp exits, PML drains). */
+  private drainLog(): void {
+    for (const e of this.mmu.dirty()) this.recordGpa(e.addr);
+  }
+
+  private recordGpa(gpa: bigint): void {
+    const g = Number(gpa);
+    const plane = Math.floor(g / PLANE_STRIDE);
+    // PML also logs the guest's own page-table pages (the CPU sets their A/D flags with writes
+    // the EPT sees); they live above the planes and are not data.
+    if (plane >= MAX_PLANES) return;
+    const f = (g - plane * PLANE_STRIDE) / PAGE;
+    if (this.kind[f] === SLAB) this.record(f, plane * this.cls[f]!, this.group[f]! * this.cls[f]!);
+    else if (this.kind[f] === PLAIN) this.record(f, 0, PAGE);
+    else throw new SpaceError(`the monitor reported GPA ${hex(gpa)}, which maps no frame in use`);
+  }
+
+  /**
+   * Ends an epoch: collects its dirty units (per mode), re-arms the monitor, and returns the units
+   * with the counters of the epoch.
+   */
+  harvest(): { units: DirtyUnit[]; counters: SpaceCounters } {
+    const mmu = this.mmu;
+    if (this.mode === 'gpt-wp') {
+      for (const v of this.lifted) mmu.protectGva(BigInt(v), 1, true);
+      this.lifted.length = 0;
+    } else if (this.mode === 'ept-wp') {
+      this.drainLog();
+      for (const key of this.dirty.keys()) {
+        const f = Math.floor(key / PAGE);
+        const plane = this.kind[f] === SLAB ? (key % PAGE) / this.cls[f]! : 0;
+        mmu.protectGpa(this.gpaOf(plane, f), 1, true);
+      }
+    } else {
+      if (this.mode === 'pml') { this.drainLog(); for (const gpa of mmu.harvestPml()) this.recordGpa(gpa); }
+      // D flags: the harvest for ept-dirty; for PML, clearing them is what makes the CPU log the
+      // page again next epoch (a check: every D page must already have been logged).
+      for (const f of this.slabs) for (let p = 0; p < this.slots(f); p++) for (const gpa of mmu.harvestEptDirty(this.gpaOf(p, f), 1)) this.recordGpa(gpa);
+      for (const f of this.plains) for (const gpa of mmu.harvestEptDirty(this.gpaOf(0, f), 1)) this.recordGpa(gpa);
+    }
+    const units = [...this.dirty].map(([key, len]) => ({ frame: Math.floor(key / PAGE), offset: key % PAGE, len }));
+    this.dirty.clear();
+    const now = this.counterArray();
+    const d = (slot: number) => now[slot]! - this.counterBase[slot]!;
+    const exits: Record<string, number> = {};
+    if (d(CNT_EPT_VIOLATION)) exits.eptViolation = d(CNT_EPT_VIOLATION);
+    if (d(CNT_PML_FULL)) exits.pmlFull = d(CNT_PML_FULL);
+    const counters: SpaceCounters = {
+      faults: this.mode === 'gpt-wp' ? this.faults : this.mode === 'ept-wp' ? d(CNT_HANDLED_EPT) : 0,
+      exits,
+      tlbMisses: d(CNT_TLB_MISSES),
+      walkRefs: d(CNT_GUEST_REFS) + d(CNT_EPT_REFS),
+    };
+    this.faults = 0;
+    this.counterBase = now;
+    return { units, counters };
+  }
+
+  /**
+   * Guest PTE D flags of a slab frame's V pages: which slots were written since the last call
+   * (then cleared). The two levels at work: whatever the EPT-level unit, the guest table still
+   * has one PTE, and one D flag, per slot.
+   */
+  slotWrites(f: number): boolean[] {
+    const out: boolean[] = [];
+    for (let j = 0; j < this.slots(f); j++) {
+      const v = BigInt(this.vpage(f, j));
+      const l = this.mmu.gpt.leafEntry(v);
+      const d = !!l && (l.value & PTE_D) !== 0n;
+      if (d) { this.mmu.sim.write64(l!.hpa, l!.value & ~PTE_D); this.mmu.sim.invlpg(v); }
+      out.push(d);
+    }
+    return out;
+  }
+
+  // ---- data and sizes -----------------------------------------------------------------------
+
+  readUnit(u: DirtyUnit): Uint8Array { return this.mmu.readFrame(u.frame, u.offset, u.len); }
+  /** Whether a pool frame is a slab of the spread layout (its units can be finer than a page). */
+  isSlab(f: number): boolean { return this.kind[f] === SLAB; }
+  frameBytes(f: number): Uint8Array { return this.mmu.readFrame(f, 0, PAGE); }
+  get framesUsed(): number { return this.nextFrame; }
+  get tableBytes(): number { return this.mmu.tableBytes; }
+  get vaBytes(): number { return this.byPage.size * PAGE; }
+  isMapped(pageNumber: number): boolean { return this.byPage.has(pageNumber); }
+
+  private counterArray(): number[] {
+    const c = this.mmu.counters();
+    return counterNames.map((name) => c[name] ?? 0);
+  }
+}

@@ -1,0 +1,94 @@
+// `granule compare`: one trace under every layout, monitoring mechanism and granularity asked
+// for, side by side. Checkpoint bytes are the increments after the base image (the first epoch
+// is the base in every run), so all rows count the same epochs.
+import os from 'node:os';
+import { readFileSync } from 'node:fs';
+import { runMonitor, type Layout, type MonitorResult, type EpochStats } from './engine.ts';
+import type { MonitorMode } from '../layout/space.ts';
+import type { CompareResult, CompareRow } from '../report/types.ts';
+import { traceInfo } from '../trace/reader.ts';
+
+export const DEFAULT_COMPARE_GRANULARITIES: (number | 'adaptive')[] = [4096, 1024, 256, 64, 'adaptive'];
+export const DEFAULT_COMPARE_MODES: MonitorMode[] = ['gpt-wp', 'ept-wp', 'ept-dirty', 'pml'];
+
+export const MODE_LABEL: Record<string, string> = {
+  'gpt-wp': 'guest-PT WP',
+  'ept-wp': 'EPT WP',
+  'ept-dirty': 'EPT dirty bits',
+  pml: 'PML',
+};
+
+export interface CompareOptions {
+  modes?: MonitorMode[];
+  granularities?: (number | 'adaptive')[];
+  epochWrites: number;
+  frames?: number;
+  onRun?: (label: string, k: number, of: number) => void;
+}
+
+interface Job { mode: MonitorMode; layout: Layout; granularity: number | 'adaptive'; label: string; rowMode: string }
+
+function cpuModel(): string {
+  try {
+    const m = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'));
+    if (m) return m[1]!.trim();
+  } catch { /* not Linux */ }
+  return os.cpus()[0]?.model ?? 'unknown';
+}
+
+const sumAfterBase = (epochs: EpochStats[], f: (e: EpochStats) => number) => epochs.slice(1).reduce((s, e) => s + f(e), 0);
+
+export async function compareTrace(tracePath: string, o: CompareOptions): Promise<CompareResult> {
+  const info = traceInfo(tracePath);
+  const modes = o.modes ?? DEFAULT_COMPARE_MODES;
+  const gs = o.granularities ?? DEFAULT_COMPARE_GRANULARITIES;
+  const jobs: Job[] = [{ mode: 'gpt-wp', layout: 'packed', granularity: 4096, label: 'page level (packed)', rowMode: 'page' }];
+  for (const mode of modes) {
+    for (const g of gs) {
+      jobs.push({ mode, layout: 'spread', granularity: g, rowMode: mode, label: `${MODE_LABEL[mode]} ${g === 'adaptive' ? 'adaptive' : `${g} B`}` });
+    }
+  }
+  const runs: { job: Job; r: MonitorResult }[] = [];
+  for (const [k, job] of jobs.entries()) {
+    o.onRun?.(job.label, k, jobs.length);
+    const r = await runMonitor(tracePath, { mode: job.mode, layout: job.layout, granularity: job.granularity, epochWrites: o.epochWrites, frames: o.frames });
+    runs.push({ job, r });
+  }
+  const base = runs[0]!.r;
+  const idealBytes = sumAfterBase(base.epochs, (e) => e.idealBytes);
+  const pageBytes = sumAfterBase(base.epochs, (e) => e.checkpointBytes);
+  const rows: CompareRow[] = runs.map(({ job, r }) => {
+    const cb = sumAfterBase(r.epochs, (e) => e.checkpointBytes);
+    const exits: Record<string, number> = {};
+    for (const e of r.epochs.slice(1)) for (const [k, v] of Object.entries(e.exits)) exits[k] = (exits[k] ?? 0) + v;
+    return {
+      mode: job.rowMode, layout: job.layout, granularity: job.granularity, label: job.label,
+      checkpointBytes: cb, overPage: pageBytes ? cb / pageBytes : 0, overIdeal: idealBytes ? cb / idealBytes : 0,
+      dirtyUnits: sumAfterBase(r.epochs, (e) => e.dirtyUnits), faults: sumAfterBase(r.epochs, (e) => e.faults), exits,
+      tlbMisses: sumAfterBase(r.epochs, (e) => e.tlbMisses), walkRefs: sumAfterBase(r.epochs, (e) => e.walkRefs),
+      tableBytes: r.tableBytes, vaBytes: r.vaBytes, seconds: r.seconds,
+      epochs: r.epochs.map((e) => ({
+        index: e.index, writes: e.writes, idealBytes: e.idealBytes, checkpointBytes: e.checkpointBytes, dirtyUnits: e.dirtyUnits,
+        faults: e.faults, exits: Object.values(e.exits).reduce((s, v) => s + v, 0), tlbMisses: e.tlbMisses, walkRefs: e.walkRefs,
+      })),
+    };
+  });
+  rows.push({
+    mode: 'ideal', layout: 'trace', granularity: 1, label: 'byte-exact ideal', checkpointBytes: idealBytes,
+    overPage: pageBytes ? idealBytes / pageBytes : 0, overIdeal: 1, dirtyUnits: 0, faults: 0, exits: {}, tlbMisses: 0, walkRefs: 0,
+    tableBytes: 0, vaBytes: 0, seconds: 0,
+    epochs: base.epochs.map((e) => ({ index: e.index, writes: e.writes, idealBytes: e.idealBytes, checkpointBytes: e.idealBytes, dirtyUnits: 0, faults: 0, exits: 0, tlbMisses: 0, walkRefs: 0 })),
+  });
+  const notes = [
+    'Checkpoint bytes count the increments after the base image (the first epoch), the same epochs in every row.',
+    'Pages outside the heap (stack, globals, libraries) keep the trace\'s own layout and are monitored at page level in every row.',
+  ];
+  const rt = runs.find((x) => x.job.layout === 'spread')?.r.retarget;
+  if (rt) notes.push(`Re-targeting: ${rt.inObject.toLocaleString('en-US')} accesses inside live objects, ${rt.outside.toLocaleString('en-US')} outside (own layout), ${rt.straddling} straddling an object's end, ${rt.unknownFrees} frees of unknown addresses ignored.`);
+  return {
+    trace: { path: tracePath, events: info.events, source: info.meta.source, command: info.meta.command },
+    epochWrites: o.epochWrites, epochs: base.epochs.length, idealBytes,
+    machine: { cpu: cpuModel(), node: process.version },
+    rows, notes, generated: new Date().toISOString(),
+  };
+}

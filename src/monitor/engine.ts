@@ -1,0 +1,222 @@
+// The monitoring run: a trace replayed under a heap layout and a monitoring mechanism, epoch by
+// epoch: arm, run the epoch's accesses through the simulator (with data: recorded values, or a
+// deterministic value derived from the event), collect the dirty units, hand their bytes to a
+// checkpoint, re-arm, and let the adaptive policy regroup frames.
+import { ACC_READ, ACC_WRITE, ACC_FETCH, ACC_USER, FAULT_PF, PFEC_P } from '../consts.ts';
+import { EV_READ, EV_WRITE, EV_MODIFY, EV_FETCH, EV_ALLOC, EV_FREE, EV_REALLOC, EV_EPOCH, type EventBlock, type TraceMeta } from '../trace/events.ts';
+import { TraceReader } from '../trace/reader.ts';
+import { SpreadAllocator } from '../alloc/spread.ts';
+import { PackedAllocator } from '../alloc/packed.ts';
+import { Retargeter } from '../alloc/retarget.ts';
+import type { HeapAllocator, MapRequest } from '../alloc/classes.ts';
+import { EpochBitmap } from '../replay/units.ts';
+import { MonitoredSpace, SpaceError, type MonitorMode, type DirtyUnit } from '../layout/space.ts';
+import { AdaptivePolicy } from './adaptive.ts';
+
+export type Layout = 'spread' | 'packed' | 'trace';
+
+/** Where the replayed heap lives: far from anything a user-space trace uses on Linux or in wasm. */
+export const HEAP_BASE = 0x6000_0000_0000;
+export const LARGE_BASE = 0x6800_0000_0000;
+const REGION_END = 0x7000_0000_0000;
+const USER_LIMIT = 2 ** 47;
+const PAGE = 4096;
+const PIECE = 64;
+
+export interface MonitorOptions {
+  mode: MonitorMode;
+  layout: Layout;
+  /** unit size in bytes for every frame, or 'adaptive' */
+  granularity: number | 'adaptive';
+  epochWrites: number;
+  frames?: number;
+  /** stop after this epoch (restore --verify re-runs up to the epoch it restores) */
+  stopAfter?: number;
+  /** called at the end of each epoch with its dirty units (bytes readable through `space`) */
+  onEpoch?: (e: EpochStats, units: DirtyUnit[], space: MonitoredSpace) => void;
+}
+
+export interface EpochStats {
+  index: number;
+  writes: number;
+  idealBytes: number;
+  dirtyUnits: number;
+  checkpointBytes: number;
+  /** the part of checkpointBytes in spread-layout slabs (the rest: large objects and the trace's own pages, page-granular) */
+  slabBytes: number;
+  faults: number;
+  exits: Record<string, number>;
+  tlbMisses: number;
+  walkRefs: number;
+  /** adaptive: PTEs rewritten by granularity changes at the end of the epoch */
+  regrouped: number;
+}
+
+export interface MonitorResult {
+  options: MonitorOptions;
+  meta: TraceMeta;
+  epochs: EpochStats[];
+  tableBytes: number;
+  vaBytes: number;
+  framesUsed: number;
+  retarget: { inObject: number; outside: number; straddling: number; unknownFrees: number } | null;
+  seconds: number;
+  space: MonitoredSpace;
+}
+
+export class MonitorError extends Error {}
+
+const hex = (n: number) => '0x' + n.toString(16);
+
+/** Bytes stored by a write that carries no value: derived from the event, so runs are repeatable. */
+function fillValue(buf: Uint8Array, eventIndex: number, size: number): void {
+  let x = (eventIndex * 0x9e3779b1) >>> 0;
+  for (let k = 0; k < size; k++) {
+    if ((k & 3) === 0) x = Math.imul(x ^ (x >>> 15), 0x2c1b3c6d) >>> 0;
+    buf[k] = (x >>> ((k & 3) * 8)) & 0xff;
+  }
+}
+
+export async function runMonitor(tracePath: string, o: MonitorOptions): Promise<MonitorResult> {
+  const t0 = performance.now();
+  if (o.layout === 'trace' && o.granularity !== PAGE) {
+    throw new MonitorError('the trace\'s own layout is monitored at page level only (give --granularity 4096), or use the spread layout');
+  }
+  const reader = TraceReader.open(tracePath);
+  const meta = reader.meta;
+  const space = await MonitoredSpace.create({ mode: o.mode, frames: o.frames });
+  const unit = o.granularity === 'adaptive' ? AdaptivePolicy.START : o.granularity;
+  const onMap = (r: MapRequest) => space.onMap(r, unit);
+  let alloc: HeapAllocator | null = null;
+  if (o.layout === 'spread') alloc = new SpreadAllocator({ heapBase: HEAP_BASE, largeBase: LARGE_BASE, onMap });
+  else if (o.layout === 'packed') alloc = new PackedAllocator({ heapBase: HEAP_BASE, largeBase: LARGE_BASE, onMap });
+  const retarget = alloc ? new Retargeter(alloc) : null;
+  const policy = o.granularity === 'adaptive' ? new AdaptivePolicy(space) : null;
+
+  const bitmap = new EpochBitmap();
+  const epochs: EpochStats[] = [];
+  let writes = 0;
+  let eventIndex = 0;
+  let sawAlloc = false;
+  const value = new Uint8Array(1 << 16);
+  const batch = space.mmu.batch;
+  const stopAfter = o.stopAfter ?? Infinity;
+  let stopped = false;
+
+  const onFault = (f: { kind: number; code: number; gva: bigint }) => {
+    const page = Number(f.gva) - (Number(f.gva) % PAGE);
+    if (f.kind === FAULT_PF && (f.code & PFEC_P) === 0 && !space.isMapped(page / PAGE)) {
+      if (page >= HEAP_BASE && page < REGION_END) {
+        throw new MonitorError(`the trace touches ${hex(Number(f.gva))}, inside the region granule's replayed heap uses (${hex(HEAP_BASE)}..${hex(REGION_END)}), outside any live object`);
+      }
+      space.mapOwnPage(page);
+      return;
+    }
+    throw new MonitorError(`unexpected fault at ${hex(Number(f.gva))} (kind ${f.kind}, code ${hex(f.code)}); this is a bug in granule, please report it with the trace`);
+  };
+  const flush = () => space.runBatch(onFault);
+
+  const pushAccess = (addr: number, size: number, acc: number, vals: Uint8Array | null, voff: number) => {
+    if (addr + size > USER_LIMIT) throw new MonitorError(`access at ${hex(addr)} (${size} bytes) is above the 47-bit user half; granule replays user-space traces`);
+    for (let off = 0; off < size; off += PIECE) {
+      const n = Math.min(PIECE, size - off);
+      const ok = vals ? batch.pushAddrValue(addr + off, acc, n, vals, voff + off) : batch.pushAddr(addr + off, acc, n);
+      if (!ok) { flush(); if (vals) batch.pushAddrValue(addr + off, acc, n, vals, voff + off); else batch.pushAddr(addr + off, acc, n); }
+    }
+  };
+
+  /** Copies a reallocated object's bytes to its new place, as writes the monitor sees. */
+  const copyObject = (from: number, to: number, size: number) => {
+    flush();
+    for (let off = 0; off < size; off += PIECE) {
+      const n = Math.min(PIECE, size - off);
+      const bytes = readGva(space, from + off, n);
+      pushAccess(to + off, n, ACC_WRITE | ACC_USER, bytes, 0);
+    }
+  };
+
+  const endEpoch = () => {
+    flush();
+    const { units, counters } = space.harvest();
+    const e: EpochStats = {
+      index: epochs.length, writes, idealBytes: bitmap.idealBytes(), dirtyUnits: units.length,
+      checkpointBytes: units.reduce((s, u) => s + u.len, 0), slabBytes: units.reduce((s, u) => s + (space.isSlab(u.frame) ? u.len : 0), 0),
+      faults: counters.faults, exits: counters.exits,
+      tlbMisses: counters.tlbMisses, walkRefs: counters.walkRefs, regrouped: 0,
+    };
+    o.onEpoch?.(e, units, space);
+    if (policy) e.regrouped = policy.endEpoch();
+    epochs.push(e);
+    bitmap.clear();
+    writes = 0;
+    if (epochs.length > stopAfter) stopped = true;
+  };
+
+  const block = (b: EventBlock) => {
+    for (let i = 0; i < b.count && !stopped; i++, eventIndex++) {
+      const k = b.kind[i]!;
+      if (k <= EV_FETCH) {
+        const a = b.addr[i]!;
+        const s = b.size[i]!;
+        const isWrite = k === EV_WRITE || k === EV_MODIFY;
+        const acc = (k === EV_READ ? ACC_READ : k === EV_FETCH ? ACC_FETCH : ACC_WRITE) | ACC_USER;
+        let vals: Uint8Array | null = null;
+        let voff = 0;
+        if (isWrite) {
+          if (b.valueOff[i]! >= 0) { vals = b.values; voff = b.valueOff[i]!; } else { fillValue(value, eventIndex, Math.min(s, value.length)); vals = s <= value.length ? value : null; }
+          bitmap.write(a, s);
+        }
+        const to = retarget ? retarget.map(a, s) : a;
+        if (typeof to === 'number') pushAccess(to, s, acc, vals, voff);
+        else {
+          let off = 0;
+          for (const p of to) { pushAccess(p.addr, p.size, acc, vals, voff + off); off += p.size; }
+        }
+        if (isWrite && ++writes === o.epochWrites) endEpoch();
+      } else if (k === EV_ALLOC || k === EV_FREE || k === EV_REALLOC) {
+        sawAlloc = true;
+        if (!retarget) continue;
+        if (k === EV_ALLOC) retarget.onAlloc(b.addr[i]!, b.size[i]!, b.arg[i]! || 16);
+        else if (k === EV_FREE) retarget.onFree(b.addr[i]!);
+        else {
+          const { from, to } = retarget.onRealloc(b.addr[i]!, b.arg[i]!, b.size[i]!);
+          if (from && to && from.addr !== to.addr) copyObject(from.addr, to.addr, Math.min(from.size, to.size));
+        }
+      } else if (k === EV_EPOCH) {
+        // Epochs here are counted in writes; marks are kept for replay --epoch-marks.
+      }
+    }
+  };
+
+  try {
+    for (const b of reader.blocks()) {
+      block(b);
+      if (stopped) break;
+    }
+  } finally {
+    reader.close();
+  }
+  if (!stopped && (writes > 0 || epochs.length === 0)) endEpoch();
+  if (alloc && !sawAlloc) {
+    throw new MonitorError(`${tracePath} has no allocation events, so its objects cannot be placed in the ${o.layout} layout: record it with granule record (which reports allocations), or monitor its own layout with --layout trace`);
+  }
+  return {
+    options: o, meta, epochs, tableBytes: space.tableBytes, vaBytes: space.vaBytes, framesUsed: space.framesUsed,
+    retarget: retarget ? { ...retarget.stats } : null, seconds: (performance.now() - t0) / 1000, space,
+  };
+}
+
+/** Reads bytes at a GVA through the guest page table (inspection walk, no side effects). */
+export function readGva(space: MonitoredSpace, gva: number, n: number): Uint8Array {
+  const out = new Uint8Array(n);
+  let done = 0;
+  while (done < n) {
+    const a = gva + done;
+    const take = Math.min(n - done, PAGE - (a % PAGE));
+    const r = space.mmu.sim.inspect(BigInt(a), ACC_READ);
+    if (r.fault) throw new SpaceError(`cannot read ${hex(a)}: the walk faults (kind ${r.fault.kind})`);
+    out.set(space.mmu.sim.readBytes(r.hpa, take), done);
+    done += take;
+  }
+  return out;
+}

@@ -1,0 +1,71 @@
+// The result of `granule compare`: what the comparison computes and the text and HTML reports
+// render. Plain JSON (no bigint, no Map) so that `--json` prints it as is and the HTML report
+// embeds it verbatim.
+
+/** One epoch of one configuration (a row of CompareResult). */
+export interface CompareEpoch {
+  /** 0-based epoch number */
+  index: number;
+  /** write events in this epoch */
+  writes: number;
+  /** distinct bytes written in this epoch: what a byte-exact checkpoint would copy */
+  idealBytes: number;
+  /** bytes this configuration copied into the checkpoint for this epoch */
+  checkpointBytes: number;
+  /** monitored units found dirty in this epoch */
+  dirtyUnits: number;
+  /** in-guest page faults (#PF) taken */
+  faults: number;
+  /** VM exits, all reasons together */
+  exits: number;
+  tlbMisses: number;
+  /** memory references made by page walks (guest page table and EPT) */
+  walkRefs: number;
+}
+
+/** One configuration: a monitoring mode on a layout at one granularity (or adaptive). */
+export interface CompareRow {
+  /** e.g. 'gpt-wp' (guest page-table write protection, in-guest #PF), 'ept-wp' (EPT write protection, VM exits), 'ept-dirty' (EPT D bits harvested), 'pml' (PML log, PML-full exits), 'spp' (SPP 128 B on the packed layout), 'page' (page-level on the packed layout: the traditional baseline), 'ideal' (byte-exact, from the trace) */
+  mode: string;
+  /** 'trace' rows come from the trace alone, with no MMU: their TLB, walk, table and VA columns mean nothing and are shown as a dash */
+  layout: 'spread' | 'packed' | 'trace';
+  /** unit size in bytes, or 'adaptive' */
+  granularity: number | 'adaptive';
+  /** short human label, e.g. 'gpt-wp 64 B', 'adaptive (gpt-wp)', 'page level (packed)' */
+  label: string;
+  /** total over epochs (base excluded) */
+  checkpointBytes: number;
+  /** checkpointBytes / the page-level baseline's checkpointBytes */
+  overPage: number;
+  /** checkpointBytes / ideal bytes */
+  overIdeal: number;
+  dirtyUnits: number;
+  faults: number;
+  /** by reason, e.g. {eptViolation: 12, pmlFull: 3} */
+  exits: Record<string, number>;
+  tlbMisses: number;
+  walkRefs: number;
+  /** guest page tables + EPT */
+  tableBytes: number;
+  /** virtual address space mapped */
+  vaBytes: number;
+  /** wall time of this configuration's run */
+  seconds: number;
+  epochs: CompareEpoch[];
+}
+
+export interface CompareResult {
+  trace: { path: string; events: number; source?: string; command?: string[] };
+  /** writes per epoch (the last epoch may have fewer) */
+  epochWrites: number;
+  epochs: number;
+  /** distinct bytes written, summed over epochs */
+  idealBytes: number;
+  machine?: { cpu: string; node: string };
+  /** in the order the reports show them */
+  rows: CompareRow[];
+  /** e.g. why a mode was skipped */
+  notes: string[];
+  /** ISO time */
+  generated: string;
+}
