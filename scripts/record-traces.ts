@@ -67,7 +67,7 @@ const wasm = (name: string, workload: string, args: string[], description: strin
 const debian = (prog: string) => () => findProgram(prog) ?? (() => { throw new Error(`${prog} not found: apt-get install -y ${prog === 'tchtest' ? 'tokyocabinet-bin' : prog}`); })();
 
 const JOBS: Job[] = [
-  native('kvstore-native', 'memcached-like key-value store (granule workload), native under valgrind lackey + preload shim', () => buildWorkload('kvstore', 'native'), ['3000', '1']),
+  native('kvstore-native', 'memcached-like key-value store (granule workload), native under valgrind lackey + preload shim', () => buildWorkload('kvstore', 'native'), ['20000', '1']),
   wasm('kvstore-wasm', 'kvstore', ['3000', '1'], 'the same key-value store run as WASI under binaryen instrumentation, with values'),
   native('tcdb-native', 'Tokyo-Cabinet-like on-heap B+tree database (granule workload)', () => buildWorkload('tcdb', 'native'), ['2000', '1']),
   wasm('tcdb-wasm', 'tcdb', ['2000', '1'], 'the B+tree database as WASI, with values'),

@@ -29,7 +29,7 @@ function parseMonitorGranularities(text: string): (number | 'adaptive')[] {
   const fixed = text.split(',').map((s) => s.trim()).filter((s) => s && s !== 'adaptive');
   if (fixed.length) {
     for (const g of parseGranularities(fixed.join(','))) {
-      if (g < 64 || g > PAGE) throw new UsageError(`--granularity ${g}: monitoring units are 64 to 4096 bytes (the spread layout's slots; 4096 is page level)`);
+      if (g < 64 || g > PAGE) throw new UsageError(`--granularity ${g}: monitoring units are 64 to 4096 bytes (the spread layout's slots; 4096 is page level; SPP uses 128)`);
       out.push(g);
     }
   }
@@ -52,13 +52,13 @@ async function sha256(path: string): Promise<string> {
 
 // ---------------------------------------------------------------------------------------------
 
-async function compareCommand(trace: string, o: { json?: boolean; html?: string; epochWrites?: string; granularity?: string; modes?: string; frames?: string }, io: Io): Promise<void> {
+async function compareCommand(trace: string, o: { json?: boolean; html?: string; epochWrites?: string; granularity?: string; modes?: string; frames?: string; spp?: boolean }, io: Io): Promise<void> {
   const epochWrites = parseEpochWrites(o.epochWrites);
   const granularities = o.granularity ? parseMonitorGranularities(o.granularity) : DEFAULT_COMPARE_GRANULARITIES;
   const modes = o.modes ? parseModes(o.modes) : DEFAULT_COMPARE_MODES;
   const frames = o.frames ? Number(o.frames) : undefined;
   const r = await compareTrace(trace, {
-    modes, granularities, epochWrites, frames,
+    modes, granularities, epochWrites, frames, spp: o.spp !== false,
     onRun: io.tty ? (label, k, of) => io.err(`\r\x1b[2Kcompare: run ${k + 1} of ${of}: ${label}`) : undefined,
   });
   if (io.tty) io.err('\r\x1b[2K');
@@ -159,7 +159,8 @@ export function registerMonitorCommands(program: Command, io: Io): void {
     .option('--html <file>', 'also write an HTML report with charts')
     .option('-e, --epoch-writes <n>', `an epoch is this many write events (default: ${DEFAULT_EPOCH_WRITES})`)
     .option('-g, --granularity <list>', `unit sizes, 64..4096, and/or adaptive (default: ${DEFAULT_COMPARE_GRANULARITIES.join(',')})`)
-    .option('--modes <list>', `monitoring mechanisms (default: ${DEFAULT_COMPARE_MODES.join(',')})`)
+    .option('--modes <list>', `monitoring mechanisms on the spread layout (default: ${DEFAULT_COMPARE_MODES.join(',')})`)
+    .option('--no-spp', 'leave out SPP at 128 B on the packed layout')
     .option('--frames <n>', 'simulated frame pool (default 65536)')
     .action(async (trace: string, o) => compareCommand(trace, o, io));
 

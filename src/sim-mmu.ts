@@ -3,7 +3,7 @@
 // space, mapped 1:1 to their table frames in the EPT; planes go below.
 import {
   PTE_RW, PTE_US, PTE_XD, PTE_SW_WP, PTE_ADDR, EPT_R, EPT_W, EPT_X, EPT_D, EPT_SW_WP, INVEPT_SINGLE,
-  HANDLE_PF_WP, HANDLE_EPT_WP, HANDLE_PML_FULL, HANDLE_SPP, DLOG_PF, DLOG_EPT, DLOG_PML,
+  HANDLE_PF_WP, HANDLE_EPT_WP, HANDLE_PML_FULL, HANDLE_SPP, DLOG_PF, DLOG_EPT, DLOG_PML, EPT_SPP, SPPT_P,
 } from './consts.ts';
 import { Sim, BATCH_DONE, BATCH_FAULT, BATCH_DLOG_FULL, BATCH_BAD_RECORD, type SimOptions } from './sim.ts';
 import { BatchWriter } from './batch.ts';
@@ -202,6 +202,33 @@ export class SimMmu implements Mmu {
   }
   readFrame(frame: number, offset: number, len: number): Uint8Array { return this.sim.readBytes(this.frameHpa(frame, offset, len), len); }
   writeFrame(frame: number, offset: number, bytes: Uint8Array): void { this.sim.writeBytes(this.frameHpa(frame, offset, bytes.length), bytes); }
+
+  private sppRoot: bigint | null = null;
+
+  /**
+   * Sub-page write permissions (SPP, SDM 29.3.4) for the GPA page `gpa`: its EPT leaf loses W and
+   * gains the SPP bit, and its SPP vector becomes `vector` (bit 2i grants writes to the 128-byte
+   * sub-page i). The SPP table is built on first use and SPP enabled in the vCPU.
+   */
+  setSubPageWrites(gpa: bigint, vector: bigint): void {
+    this.checkGpa('setSubPageWrites', gpa, 1);
+    if (this.sppRoot === null) {
+      this.sppRoot = this.tables.alloc();
+      this.sim.setCpu({ spp: { enabled: true, spptp: this.sppRoot } });
+    }
+    let table = this.sppRoot;
+    for (let level = 4; level > 1; level--) {
+      const slot = table + ((gpa >> BigInt(3 + 9 * level)) & 511n) * 8n;
+      let e = this.sim.read64(slot);
+      if ((e & SPPT_P) === 0n) { e = this.tables.alloc() | SPPT_P; this.sim.write64(slot, e); }
+      table = e & ~0xfffn;
+    }
+    this.sim.write64(table + ((gpa >> 12n) & 511n) * 8n, vector);
+    const l = this.eptLeafOrThrow('setSubPageWrites', gpa);
+    const v = (l.value & ~EPT_W) | EPT_SPP;
+    if (v !== l.value) this.sim.write64(l.hpa, v);
+    this.sim.invept(INVEPT_SINGLE, this.sim.cpu().eptp);
+  }
 
   /** Host memory holding paging structures so far: EPT, guest page tables and the PML page. */
   get tableBytes(): number { return Number(this.tables.used); }

@@ -18,14 +18,20 @@
 //   ept-dirty  no faults: the EPT D flags of the plane pages are harvested (and cleared) per epoch.
 //   pml        page-modification logging: the CPU logs GPAs as it sets EPT D flags; a full log is a
 //              PML-full exit, drained by the built-in handler; the rest is harvested per epoch.
-import { FAULT_PF, PFEC_P, PFEC_WR, CNT_TLB_MISSES, CNT_GUEST_REFS, CNT_EPT_REFS, CNT_HANDLED_EPT, CNT_PML_FULL, CNT_EPT_VIOLATION, PTE_D } from '../consts.ts';
+//   spp        sub-page write permissions: every plane page is write-protected in the EPT with
+//              SPP on and an all-deny vector; a write is an EPT violation (a VM exit) for its
+//              128-byte sub-page, which the built-in handler grants and logs. Units are 128 bytes
+//              whatever the layout; meant for the packed layout, the hardware alternative.
+import { FAULT_PF, PFEC_P, PFEC_WR, CNT_TLB_MISSES, CNT_GUEST_REFS, CNT_EPT_REFS, CNT_HANDLED_EPT, CNT_PML_FULL, CNT_EPT_VIOLATION, CNT_HANDLED_SPP, PTE_D } from '../consts.ts';
 import { SimMmu } from '../sim-mmu.ts';
 import type { FaultRecord } from '../sim.ts';
 import { counterNames } from '../counters.ts';
 import { MAX_PLANES, PAGE, type HeapAllocator, type MapRequest } from '../alloc/classes.ts';
 
-export type MonitorMode = 'gpt-wp' | 'ept-wp' | 'ept-dirty' | 'pml';
-export const MONITOR_MODES: MonitorMode[] = ['gpt-wp', 'ept-wp', 'ept-dirty', 'pml'];
+export type MonitorMode = 'gpt-wp' | 'ept-wp' | 'ept-dirty' | 'pml' | 'spp';
+export const MONITOR_MODES: MonitorMode[] = ['gpt-wp', 'ept-wp', 'ept-dirty', 'pml', 'spp'];
+/** SPP's sub-page size (SDM 29.3.4) */
+export const SPP_UNIT = 128;
 
 /** GPA distance between alias planes: room for 2^18 frames (1 GiB) in each. */
 export const PLANE_STRIDE = 2 ** 30;
@@ -209,6 +215,8 @@ export class MonitoredSpace {
       for (let j = 0; j < k; j++) this.mmu.protectGva(BigInt(this.vpage(f, j)), 1, true);
     } else if (this.mode === 'ept-wp') {
       for (let p = 0; p < k; p++) this.mmu.protectGpa(this.gpaOf(p, f), 1, true);
+    } else if (this.mode === 'spp') {
+      for (let p = 0; p < k; p++) this.mmu.setSubPageWrites(this.gpaOf(p, f), 0n);
     }
   }
 
@@ -248,7 +256,7 @@ export class MonitoredSpace {
   /** Runs queued accesses with this mode's handlers; `onFault` resolves what the mode does not. */
   runBatch(onFault: (f: FaultRecord) => void): void {
     const mmu = this.mmu;
-    const handlers = { eptWriteProtect: this.mode === 'ept-wp', pmlFull: this.mode === 'pml' };
+    const handlers = { eptWriteProtect: this.mode === 'ept-wp', pmlFull: this.mode === 'pml', spp: this.mode === 'spp' };
     let start = 0;
     for (;;) {
       const r = mmu.runSync(start, handlers);
@@ -272,7 +280,13 @@ export class MonitoredSpace {
     // PML also logs the guest's own page-table pages (the CPU sets their A/D flags with writes
     // the EPT sees); they live above the planes and are not data.
     if (plane >= MAX_PLANES) return;
-    const f = (g - plane * PLANE_STRIDE) / PAGE;
+    const f = Math.floor((g - plane * PLANE_STRIDE) / PAGE);
+    if (this.mode === 'spp') {
+      // The handler logs the page's GPA with the sub-page number in bits 11:7.
+      // Every plane page maps the whole frame, so the offset in the page is the offset in the frame.
+      if (this.kind[f] !== 0) this.record(f, g % PAGE, SPP_UNIT);
+      return;
+    }
     if (this.kind[f] === SLAB) this.record(f, plane * this.cls[f]!, this.group[f]! * this.cls[f]!);
     else if (this.kind[f] === PLAIN) this.record(f, 0, PAGE);
     else throw new SpaceError(`the monitor reported GPA ${hex(gpa)}, which maps no frame in use`);
@@ -294,6 +308,11 @@ export class MonitoredSpace {
         const plane = this.kind[f] === SLAB ? (key % PAGE) / this.cls[f]! : 0;
         mmu.protectGpa(this.gpaOf(plane, f), 1, true);
       }
+    } else if (this.mode === 'spp') {
+      this.drainLog();
+      const pages = new Set<number>();
+      for (const key of this.dirty.keys()) pages.add(Math.floor(key / PAGE));
+      for (const f of pages) for (let p = 0; p < this.slots(f); p++) mmu.setSubPageWrites(this.gpaOf(p, f), 0n);
     } else {
       if (this.mode === 'pml') { this.drainLog(); for (const gpa of mmu.harvestPml()) this.recordGpa(gpa); }
       // D flags: the harvest for ept-dirty; for PML, clearing them is what makes the CPU log the
@@ -309,7 +328,7 @@ export class MonitoredSpace {
     if (d(CNT_EPT_VIOLATION)) exits.eptViolation = d(CNT_EPT_VIOLATION);
     if (d(CNT_PML_FULL)) exits.pmlFull = d(CNT_PML_FULL);
     const counters: SpaceCounters = {
-      faults: this.mode === 'gpt-wp' ? this.faults : this.mode === 'ept-wp' ? d(CNT_HANDLED_EPT) : 0,
+      faults: this.mode === 'gpt-wp' ? this.faults : this.mode === 'ept-wp' ? d(CNT_HANDLED_EPT) : this.mode === 'spp' ? d(CNT_HANDLED_SPP) : 0,
       exits,
       tlbMisses: d(CNT_TLB_MISSES),
       walkRefs: d(CNT_GUEST_REFS) + d(CNT_EPT_REFS),

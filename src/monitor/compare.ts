@@ -16,6 +16,7 @@ export const MODE_LABEL: Record<string, string> = {
   'ept-wp': 'EPT WP',
   'ept-dirty': 'EPT dirty bits',
   pml: 'PML',
+  spp: 'SPP',
 };
 
 export interface CompareOptions {
@@ -23,6 +24,8 @@ export interface CompareOptions {
   granularities?: (number | 'adaptive')[];
   epochWrites: number;
   frames?: number;
+  /** add SPP at 128 B on the packed layout (default true) */
+  spp?: boolean;
   onRun?: (label: string, k: number, of: number) => void;
 }
 
@@ -43,7 +46,8 @@ export async function compareTrace(tracePath: string, o: CompareOptions): Promis
   const modes = o.modes ?? DEFAULT_COMPARE_MODES;
   const gs = o.granularities ?? DEFAULT_COMPARE_GRANULARITIES;
   const jobs: Job[] = [{ mode: 'gpt-wp', layout: 'packed', granularity: 4096, label: 'page level (packed)', rowMode: 'page' }];
-  for (const mode of modes) {
+  if (o.spp ?? true) jobs.push({ mode: 'spp', layout: 'packed', granularity: 128, label: 'SPP 128 B (packed)', rowMode: 'spp' });
+  for (const mode of modes.filter((m) => m !== 'spp')) {
     for (const g of gs) {
       jobs.push({ mode, layout: 'spread', granularity: g, rowMode: mode, label: `${MODE_LABEL[mode]} ${g === 'adaptive' ? 'adaptive' : `${g} B`}` });
     }

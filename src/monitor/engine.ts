@@ -10,7 +10,7 @@ import { PackedAllocator } from '../alloc/packed.ts';
 import { Retargeter } from '../alloc/retarget.ts';
 import type { HeapAllocator, MapRequest } from '../alloc/classes.ts';
 import { EpochBitmap } from '../replay/units.ts';
-import { MonitoredSpace, SpaceError, type MonitorMode, type DirtyUnit } from '../layout/space.ts';
+import { MonitoredSpace, SpaceError, SPP_UNIT, type MonitorMode, type DirtyUnit } from '../layout/space.ts';
 import { AdaptivePolicy } from './adaptive.ts';
 
 export type Layout = 'spread' | 'packed' | 'trace';
@@ -79,7 +79,10 @@ function fillValue(buf: Uint8Array, eventIndex: number, size: number): void {
 
 export async function runMonitor(tracePath: string, o: MonitorOptions): Promise<MonitorResult> {
   const t0 = performance.now();
-  if (o.layout === 'trace' && o.granularity !== PAGE) {
+  if (o.mode === 'spp' && o.granularity !== SPP_UNIT) {
+    throw new MonitorError(`SPP monitors 128-byte sub-pages: give --granularity 128 with --mode spp`);
+  }
+  if (o.layout === 'trace' && o.granularity !== PAGE && o.mode !== 'spp') {
     throw new MonitorError('the trace\'s own layout is monitored at page level only (give --granularity 4096), or use the spread layout');
   }
   const reader = TraceReader.open(tracePath);
