@@ -9,6 +9,11 @@ import { compareTrace, DEFAULT_COMPARE_GRANULARITIES, DEFAULT_COMPARE_MODES } fr
 import { MONITOR_MODES, type MonitorMode } from './layout/space.ts';
 import { CheckpointWriter } from './checkpoint/writer.ts';
 import { restoreImage, verifyChain } from './checkpoint/restore.ts';
+import { CheckpointError } from './checkpoint/format.ts';
+import { traceInfo } from './trace/reader.ts';
+import { EV_ALLOC } from './trace/events.ts';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { formatCompareTable } from './report/table.ts';
 import { renderCompareHtml, writeReport } from './report/html.ts';
 import { DEFAULT_EPOCH_WRITES } from './replay/replay.ts';
@@ -70,12 +75,20 @@ async function compareCommand(trace: string, o: { json?: boolean; html?: string;
   else io.out(formatCompareTable(r, { color: io.color }) + '\n');
 }
 
-async function checkpointCommand(trace: string, o: { output: string; mode: MonitorMode; layout: Layout; granularity: string; epochWrites?: string; frames?: string }, io: Io): Promise<void> {
+async function checkpointCommand(trace: string, o: { output: string; mode: MonitorMode; layout: Layout; granularity?: string; epochWrites?: string; frames?: string }, io: Io): Promise<void> {
   const epochWrites = parseEpochWrites(o.epochWrites);
-  const [g] = parseMonitorGranularities(o.granularity);
-  if (o.granularity.includes(',')) throw new UsageError('--granularity: checkpoint takes one unit size (or adaptive)');
+  const gText = o.granularity ?? (o.mode === 'spp' ? '128' : '64');
+  const [g] = parseMonitorGranularities(gText);
+  if (gText.includes(',')) throw new UsageError('--granularity: checkpoint takes one unit size (or adaptive)');
   let st;
   try { st = statSync(trace); } catch (e) { throw new InputError(`${trace}: cannot read the trace (${(e as NodeJS.ErrnoException).code})`); }
+  // Everything that can be refused is refused before the directory is touched.
+  if (o.mode === 'spp' && g !== 128) throw new UsageError('--mode spp monitors 128-byte sub-pages: give --granularity 128 (the default with spp)');
+  if (o.mode !== 'spp' && o.layout === 'trace' && g !== PAGE) throw new UsageError('--layout trace is monitored at page level: give --granularity 4096 (or --mode spp -g 128)');
+  if (o.layout !== 'trace' && traceInfo(trace).counts[EV_ALLOC] === 0) {
+    throw new InputError(`${trace} has no allocation events, so its objects cannot be placed in the ${o.layout} layout: record it with granule record (which reports allocations), or give --layout trace`);
+  }
+  const existed = existsSync(o.output);
   const writer = CheckpointWriter.create(o.output, {
     trace: { path: trace, bytes: st.size, sha256: await sha256(trace) },
     mode: o.mode, layout: o.layout, granularity: g!, epochWrites, created: new Date().toISOString(),
@@ -101,7 +114,13 @@ async function checkpointCommand(trace: string, o: { output: string; mode: Monit
     closed = true;
     io.err(`granule: wrote ${c.dir}: base image ${bytes(base)} (${num(base / PAGE)} frames) and ${r.epochs.length - 1} increments holding ${bytes(total)} of dirty data; ${bytes(c.bytes)} on disk\n`);
   } finally {
-    if (!closed) writer.abort();
+    if (!closed) {
+      writer.abort();
+      // A refused or failed run leaves nothing: the directory was new or empty, so every file in
+      // it is this run's. (A crash, which runs no finally, leaves its complete epochs.)
+      if (existed) for (const f of readdirSync(o.output)) rmSync(join(o.output, f), { force: true });
+      else rmSync(o.output, { recursive: true, force: true });
+    }
   }
 }
 
@@ -109,8 +128,17 @@ async function restoreCommand(dir: string, o: { epoch?: string; verify?: boolean
   const epoch = o.epoch === undefined ? undefined : Number(o.epoch);
   if (epoch !== undefined && (!Number.isSafeInteger(epoch) || epoch < 0)) throw new UsageError(`--epoch must be a whole number, got '${o.epoch}'`);
   // Every file is checked, not only those up to the epoch asked for: damage anywhere is news.
-  const chain = verifyChain(dir);
-  for (const n of chain.notes) io.err(`granule: note: ${n}\n`);
+  // Damage after the epoch asked for does not stop its restore (that is what earlier epochs are
+  // for); it is reported as a warning.
+  try {
+    const chain = verifyChain(dir);
+    for (const n of chain.notes) io.err(`granule: note: ${n}\n`);
+  } catch (e) {
+    const file = e instanceof CheckpointError ? String(e.file ?? '') : '';
+    const m = /epoch-(\d+)\.gck$/.exec(file);
+    if (epoch === undefined || !m || Number(m[1]) <= epoch) throw e;
+    io.err(`granule: warning: ${(e as Error).message}\n`);
+  }
   const r = restoreImage(dir, epoch);
   const m = r.meta;
   const imageBytes = r.frames.size * PAGE;
@@ -170,7 +198,7 @@ export function registerMonitorCommands(program: Command, io: Io): void {
     .requiredOption('-o, --output <dir>', 'checkpoint directory (must not exist or be empty)')
     .addOption(new Option('-m, --mode <mode>', 'monitoring mechanism').choices(MONITOR_MODES).default('gpt-wp'))
     .addOption(new Option('--layout <layout>', 'heap layout').choices(['spread', 'packed', 'trace']).default('spread'))
-    .option('-g, --granularity <g>', 'unit size 64..4096, or adaptive', '64')
+    .option('-g, --granularity <g>', 'unit size 64..4096, or adaptive (default: 64; 128 with --mode spp)')
     .option('-e, --epoch-writes <n>', `an epoch is this many write events (default: ${DEFAULT_EPOCH_WRITES})`)
     .option('--frames <n>', 'simulated frame pool (default 65536)')
     .action(async (trace: string, o) => checkpointCommand(trace, o, io));

@@ -4,7 +4,7 @@
 // copied, the EPT is untouched, stale TLB entries are not used).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { MonitoredSpace, PLANE_STRIDE, type MonitorMode, type DirtyUnit } from '../src/layout/space.ts';
+import { MonitoredSpace, PLANE_STRIDE, SpaceError, type MonitorMode, type DirtyUnit } from '../src/layout/space.ts';
 import { SpreadAllocator } from '../src/alloc/spread.ts';
 import { MAX_PLANES, PAGE, SPREAD_CLASSES, type MapRequest, type Placement } from '../src/alloc/classes.ts';
 import { readGva } from '../src/monitor/engine.ts';
@@ -14,7 +14,7 @@ import type { FaultRecord } from '../src/sim.ts';
 const HEAP = 0x6000_0000_0000;
 const LARGE = 0x6800_0000_0000;
 const OWN = 0x10_0000_0000;
-const MODES: MonitorMode[] = ['gpt-wp', 'ept-wp', 'ept-dirty', 'pml'];
+const MODES: MonitorMode[] = ['gpt-wp', 'ept-wp', 'ept-dirty', 'pml', 'spp'];
 const UNITS = [64, 128, 256, 512, 1024, 2048, 4096];
 
 function rng(seed: number): () => number {
@@ -28,6 +28,12 @@ function rng(seed: number): () => number {
   };
 }
 const randomBytes = (r: () => number, n: number) => Uint8Array.from({ length: n }, () => (r() * 256) | 0);
+/** Byte arrays compared with a short message: the first difference, not a dump of every byte. */
+function sameBytes(got: Uint8Array, want: Uint8Array, what: string): void {
+  if (got.length === want.length && Buffer.compare(got, want) === 0) return;
+  const i = got.findIndex((b, k) => b !== want[k]);
+  assert.unreachable(`${what}: ${got.length} bytes against ${want.length}; first difference at byte ${i < 0 ? Math.min(got.length, want.length) : i} (got ${got[i]}, want ${want[i]})`);
+}
 
 const V = (allocFrame: number, j: number) => SpreadAllocator.vpage(HEAP, allocFrame, j);
 const planePage = (plane: number, f: number) => BigInt(plane * PLANE_STRIDE + f * PAGE);
@@ -161,7 +167,7 @@ test('a frame\'s bytes set by the host are what every object reads through its o
   for (const s of slabs) {
     const bytes = randomBytes(r, PAGE);
     space.mmu.writeFrame(s.f, 0, bytes);
-    for (let j = 0; j < s.k; j++) assert.equal(readGva(space, V(s.allocFrame, j) + j * s.cls, s.cls), bytes.subarray(j * s.cls, (j + 1) * s.cls));
+    for (let j = 0; j < s.k; j++) sameBytes(readGva(space, V(s.allocFrame, j) + j * s.cls, s.cls), bytes.subarray(j * s.cls, (j + 1) * s.cls), `frame ${s.f} slot ${j}`);
   }
 });
 
@@ -181,14 +187,14 @@ test('aliases see the same bytes: a write through V(f, j) is in the frame and un
       assert.ok(written.size > 50);
       for (const [p, bytes] of written) {
         const s = slabs.find((x) => x.allocFrame === p.frame)!;
-        assert.equal(space.mmu.readFrame(s.f, p.slot * s.cls, p.size), bytes, `${mode}/${unit}: frame ${s.f} slot ${p.slot}`);
-        for (let k = 0; k < s.k; k++) assert.equal(readGva(space, V(p.frame, k) + p.slot * s.cls, p.size), bytes, `${mode}/${unit}: slot ${p.slot} through V(f, ${k})`);
+        sameBytes(space.mmu.readFrame(s.f, p.slot * s.cls, p.size), bytes, `${mode}/${unit}: frame ${s.f} slot ${p.slot}`);
+        for (let k = 0; k < s.k; k++) sameBytes(readGva(space, V(p.frame, k) + p.slot * s.cls, p.size), bytes, `${mode}/${unit}: slot ${p.slot} through V(f, ${k})`);
       }
       // A write through another alias lands in the same bytes (the hardware does not know which V page "owns" a slot).
       const p = [...written.keys()].find((x) => x.cls === 64 && x.slot > 2)!;
       const other = randomBytes(r, 8);
       write(space, V(p.frame, 1) + p.slot * 64, other);
-      assert.equal(readGva(space, p.addr, 8), other, `${mode}/${unit}: alias write`);
+      sameBytes(readGva(space, p.addr, 8), other, `${mode}/${unit}: alias write`);
     }
   }
 });
@@ -210,7 +216,7 @@ test('setGranularity regroups by rewriting the frame\'s guest PTEs only: address
   let gpt = gptSnapshot(space, slabs, larges);
   const checkUnchanged = (what: string) => {
     for (const [p, b] of bytesOf) {
-      assert.equal(readGva(space, p.addr, p.size), b, `${what}: object at ${hex(p.addr)}`);
+      sameBytes(readGva(space, p.addr, p.size), b, `${what}: object at ${hex(p.addr)}`);
       assert.is(alloc.lookup(p.addr), p, `${what}: object at ${hex(p.addr)} is still there`);
     }
     assert.equal(allFrames(space), frames0, `${what}: frame bytes`);
@@ -283,6 +289,7 @@ test('setGranularity invalidates the TLB entries it makes stale: the next access
   read(space, at(5), 8);
   assert.is(cnt().tlbHits! - c0.tlbHits!, 1, 'cached');
   assert.is(eptFlags(space, 0, s.f) & (EPT_A | EPT_D), 0n, 'plane 0 untouched so far');
+  space.harvest(); // regrouping is an epoch-boundary operation
   space.setGranularity(s.f, 4096);
   c0 = cnt();
   read(space, at(5), 8);
@@ -295,9 +302,9 @@ test('setGranularity invalidates the TLB entries it makes stale: the next access
   assert.equal(space.harvest().units, [{ frame: s.f, offset: 0, len: PAGE }]);
 });
 
-test('setGranularity within an epoch: every byte written before or after the change is in a reported unit inside its frame', async () => {
-  // The engine regroups only between epochs; the space's API lets a caller regroup at any time
-  // ("the granularity can change while the program runs"), so what was written before must not be lost.
+test('setGranularity is refused within an epoch (nothing changes, nothing is lost) and works at its end', async () => {
+  // Units seen in an epoch are recorded, and protections granted, under the grouping of that
+  // epoch; so a regroup happens between epochs, as the engine and the adaptive policy do it.
   const problems: string[] = [];
   for (const mode of MODES) {
     for (const [from, to] of [[64, 4096], [4096, 64], [256, 1024], [1024, 128]] as const) {
@@ -307,12 +314,22 @@ test('setGranularity within an epoch: every byte written before or after the cha
       space.harvest();
       const writes = [[0, 5, 63, 17], [9, 40, 2]] as const;
       for (const j of writes[0]) write(space, objs[j]!.addr, Uint8Array.of(j));
+      const unitBefore = space.unitOf(s.f);
+      try {
+        space.setGranularity(s.f, to);
+        problems.push(`${mode} ${from}->${to}: accepted within an epoch`);
+      } catch (e) {
+        if (!(e instanceof SpaceError) || !/between epochs/.test((e as Error).message)) problems.push(`${mode} ${from}->${to}: ${(e as Error).message}`);
+      }
+      if (space.unitOf(s.f) !== unitBefore) problems.push(`${mode} ${from}->${to}: the refused change took effect`);
+      const first = space.harvest().units;
+      const lost0 = writes[0].filter((j) => !first.some((u) => u.frame === s.f && u.offset <= j * 64 && j * 64 < u.offset + u.len));
       space.setGranularity(s.f, to);
       for (const j of writes[1]) write(space, objs[j]!.addr, Uint8Array.of(j));
       const units: DirtyUnit[] = space.harvest().units;
       const past = units.filter((u) => u.offset + u.len > PAGE).map((u) => `${u.offset}+${u.len}`);
-      const lost = [...writes[0], ...writes[1]].filter((j) => !units.some((u) => u.frame === s.f && u.offset <= j * 64 && j * 64 < u.offset + u.len));
-      if (past.length || lost.length) problems.push(`${mode} ${from}->${to}:${lost.length ? ` writes to slots ${lost.join(',')} in no unit;` : ''}${past.length ? ` units past the frame's end ${past.join(', ')}` : ''}`);
+      const lost = writes[1].filter((j) => !units.some((u) => u.frame === s.f && u.offset <= j * 64 && j * 64 < u.offset + u.len && u.len === (mode === 'spp' ? 128 : to)));
+      if (past.length || lost.length || lost0.length) problems.push(`${mode} ${from}->${to}:${lost0.length || lost.length ? ` writes to slots ${[...lost0, ...lost].join(',')} in no unit of the right size;` : ''}${past.length ? ` units past the frame's end ${past.join(', ')}` : ''}`);
     }
   }
   assert.equal(problems, []);

@@ -87,6 +87,8 @@ export class MonitoredSpace {
   private readonly lifted: number[] = [];
   private faults = 0;
   private counterBase: number[];
+  /** accesses ran since the last harvest */
+  private epochOpen = false;
 
   private constructor(mmu: SimMmu, mode: MonitorMode) {
     this.mmu = mmu;
@@ -120,8 +122,9 @@ export class MonitoredSpace {
 
   /** The allocator's map requests: slabs get K V pages onto K planes, large objects plain pages. */
   onMap = (r: MapRequest, granularity: number): void => {
-    // A packed slab is one ordinary page of cells (one V page, not K).
-    if (r.kind === 'slab' && r.vpages.length === 1 && r.slots > 1) {
+    // A slab with a single V page (a packed page of cells, or a spread slab of class 4096) is an
+    // ordinary page: one GPA page, one unit.
+    if (r.kind === 'slab' && r.vpages.length === 1) {
       const f = this.newFrame();
       this.poolOf[r.frame] = f;
       this.mapPlain(f, r.vpages[0]!);
@@ -189,6 +192,12 @@ export class MonitoredSpace {
    * and the EPT is untouched. Returns the number of PTEs rewritten.
    */
   setGranularity(f: number, unit: number): number {
+    if (!Number.isInteger(unit) || unit < 64 || unit > PAGE || (unit & (unit - 1)) !== 0) {
+      throw new RangeError(`setGranularity: unit ${unit} is not a power of two from 64 to 4096 bytes`);
+    }
+    // Units already seen this epoch were recorded with the old grouping, and protections granted
+    // under it; a regroup is therefore an epoch-boundary operation.
+    if (this.epochOpen) throw new SpaceError('setGranularity: change granularity between epochs (after harvest(), before the next access), not during one');
     if (this.kind[f] !== SLAB) return 0;
     const k = this.slots(f);
     const m = Math.max(1, Math.min(k, Math.floor(unit / this.cls[f]!)));
@@ -258,6 +267,7 @@ export class MonitoredSpace {
     const mmu = this.mmu;
     const handlers = { eptWriteProtect: this.mode === 'ept-wp', pmlFull: this.mode === 'pml', spp: this.mode === 'spp' };
     let start = 0;
+    if (mmu.batch.count > 0) this.epochOpen = true;
     for (;;) {
       const r = mmu.runSync(start, handlers);
       if (r.status === 'done') break;
@@ -322,6 +332,7 @@ export class MonitoredSpace {
     }
     const units = [...this.dirty].map(([key, len]) => ({ frame: Math.floor(key / PAGE), offset: key % PAGE, len }));
     this.dirty.clear();
+    this.epochOpen = false;
     const now = this.counterArray();
     const d = (slot: number) => now[slot]! - this.counterBase[slot]!;
     const exits: Record<string, number> = {};

@@ -79,6 +79,11 @@ function fillValue(buf: Uint8Array, eventIndex: number, size: number): void {
 
 export async function runMonitor(tracePath: string, o: MonitorOptions): Promise<MonitorResult> {
   const t0 = performance.now();
+  const g = o.granularity;
+  if (g !== 'adaptive' && (!Number.isInteger(g) || g < 64 || g > PAGE || (g & (g - 1)) !== 0) && !(o.mode === 'spp' && g === SPP_UNIT)) {
+    throw new MonitorError(`granularity ${String(g)} is not a power of two from 64 to 4096 bytes (or adaptive)`);
+  }
+  if (!Number.isSafeInteger(o.epochWrites) || o.epochWrites < 1) throw new MonitorError(`epoch length ${o.epochWrites} is not a positive number of writes`);
   if (o.mode === 'spp' && o.granularity !== SPP_UNIT) {
     throw new MonitorError(`SPP monitors 128-byte sub-pages: give --granularity 128 with --mode spp`);
   }
@@ -129,7 +134,10 @@ export async function runMonitor(tracePath: string, o: MonitorOptions): Promise<
   };
 
   /** Copies a reallocated object's bytes to its new place, as writes the monitor sees. */
+  /** writes that are not trace events (realloc copies) since the last epoch ended */
+  let copies = 0;
   const copyObject = (from: number, to: number, size: number) => {
+    copies++;
     flush();
     for (let off = 0; off < size; off += PIECE) {
       const n = Math.min(PIECE, size - off);
@@ -152,6 +160,7 @@ export async function runMonitor(tracePath: string, o: MonitorOptions): Promise<
     epochs.push(e);
     bitmap.clear();
     writes = 0;
+    copies = 0;
     if (epochs.length > stopAfter) stopped = true;
   };
 
@@ -199,7 +208,9 @@ export async function runMonitor(tracePath: string, o: MonitorOptions): Promise<
   } finally {
     reader.close();
   }
-  if (!stopped && (writes > 0 || epochs.length === 0)) endEpoch();
+  // The last epoch may be partial, or hold only a realloc's copy; its accesses still run.
+  if (!stopped && (writes > 0 || copies > 0 || epochs.length === 0)) endEpoch();
+  else if (!stopped) flush();
   if (alloc && !sawAlloc) {
     throw new MonitorError(`${tracePath} has no allocation events, so its objects cannot be placed in the ${o.layout} layout: record it with granule record (which reports allocations), or monitor its own layout with --layout trace`);
   }
