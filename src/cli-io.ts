@@ -7,6 +7,7 @@ import { NativeRecordError } from './record/native.ts';
 import { WasmRecordError } from './record/wasm.ts';
 import { CheckpointError } from './checkpoint/format.ts';
 import { MonitorError } from './monitor/engine.ts';
+import { CompareError } from './monitor/compare.ts';
 import { SpaceError as LayoutError } from './layout/space.ts';
 import { ReportWriteError, ReportLibraryError } from './report/html.ts';
 
@@ -27,7 +28,7 @@ export class InputError extends Error {}
 export function isInputError(e: unknown): e is Error {
   return e instanceof InputError || e instanceof TraceError || e instanceof ReplayError || e instanceof ToolError
     || e instanceof BuildError || e instanceof NativeRecordError || e instanceof WasmRecordError
-    || e instanceof CheckpointError || e instanceof MonitorError || e instanceof LayoutError
+    || e instanceof CheckpointError || e instanceof MonitorError || e instanceof LayoutError || e instanceof CompareError
     || e instanceof ReportWriteError || e instanceof ReportLibraryError;
 }
 

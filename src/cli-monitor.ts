@@ -57,13 +57,13 @@ async function sha256(path: string): Promise<string> {
 
 // ---------------------------------------------------------------------------------------------
 
-async function compareCommand(trace: string, o: { json?: boolean; html?: string; epochWrites?: string; granularity?: string; modes?: string; frames?: string; spp?: boolean }, io: Io): Promise<void> {
+async function compareCommand(trace: string, o: { json?: boolean; html?: string; epochWrites?: string; granularity?: string; modes?: string; frames?: string; spp?: boolean; block?: boolean }, io: Io): Promise<void> {
   const epochWrites = parseEpochWrites(o.epochWrites);
   const granularities = o.granularity ? parseMonitorGranularities(o.granularity) : DEFAULT_COMPARE_GRANULARITIES;
   const modes = o.modes ? parseModes(o.modes) : DEFAULT_COMPARE_MODES;
   const frames = o.frames ? Number(o.frames) : undefined;
   const r = await compareTrace(trace, {
-    modes, granularities, epochWrites, frames, spp: o.spp !== false,
+    modes, granularities, epochWrites, frames, spp: o.spp !== false, block: !!o.block,
     onRun: io.tty ? (label, k, of) => io.err(`\r\x1b[2Kcompare: run ${k + 1} of ${of}: ${label}`) : undefined,
   });
   if (io.tty) io.err('\r\x1b[2K');
@@ -189,6 +189,7 @@ export function registerMonitorCommands(program: Command, io: Io): void {
     .option('-g, --granularity <list>', `unit sizes, 64..4096, and/or adaptive (default: ${DEFAULT_COMPARE_GRANULARITIES.join(',')})`)
     .option('--modes <list>', `monitoring mechanisms on the spread layout (default: ${DEFAULT_COMPARE_MODES.join(',')})`)
     .option('--no-spp', 'leave out SPP at 128 B on the packed layout')
+    .option('--block', 'also compare in the trace\'s own layout (page level, SPP, idealized g-aligned blocks); the only way to compare a trace without allocation events')
     .option('--frames <n>', 'simulated frame pool (default 65536)')
     .action(async (trace: string, o) => compareCommand(trace, o, io));
 

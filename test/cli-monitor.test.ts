@@ -227,7 +227,15 @@ test('a trace without allocation events: exit 1 saying so, for compare and check
   const c = run(['compare', 'noalloc.grt', '-g', '64', '--modes', 'pml']);
   assert.is(c.code, 1);
   assert.match(c.err, /noalloc\.grt has no allocation events/);
-  assert.match(c.err, /--layout trace/);
+  assert.match(c.err, /--block/);
+  // Block mode only when asked: the trace's own layout, page level, SPP and idealized blocks.
+  const b = run(['compare', 'noalloc.grt', '-g', '4096,64', '--block', '--json', '-e', '10']);
+  assert.is(b.code, 0, b.err);
+  const br = JSON.parse(b.out) as CompareResult;
+  assert.equal(br.rows.map((x) => x.label), ['page level (own layout)', 'SPP 128 B (own layout)', 'block 4096 B (own layout)', 'block 64 B (own layout)', 'byte-exact ideal']);
+  const blk = (g: number) => br.rows.find((x) => x.mode === 'block' && x.granularity === g)!;
+  assert.is(blk(4096).checkpointBytes, br.rows[0]!.checkpointBytes, 'page-level blocks are what page protection copies');
+  assert.ok(blk(64).checkpointBytes >= br.idealBytes && blk(64).checkpointBytes < blk(4096).checkpointBytes, `64 B blocks between the ideal and the page: ${br.idealBytes} <= ${blk(64).checkpointBytes} < ${blk(4096).checkpointBytes}`);
   noStack(c.err);
   const k = run(['checkpoint', 'noalloc.grt', '-o', 'ck-noalloc', '-e', '10']);
   assert.is(k.code, 1);

@@ -347,4 +347,24 @@ test('setGranularity refuses units that are not a power of two from 64 to 4096, 
   }
 });
 
+test('setGranularityRange regroups exactly the slab frames with a V page in the region', async () => {
+  const { space, alloc, slabs } = await build('gpt-wp', 64);
+  for (let i = 0; i < 200; i++) alloc.alloc([40, 100, 200][i % 3]!, 16);
+  assert.ok(slabs.length >= 3);
+  const [a, b] = [slabs[0]!, slabs[1]!];
+  const lo = Math.min(V(a.allocFrame, 0), V(b.allocFrame, 0));
+  const hi = Math.max(V(a.allocFrame, 0), V(b.allocFrame, 0)) + 4096; // the other frame's first V page counts
+  const before = slabs.map((s) => space.unitOf(s.f));
+  space.harvest();
+  const r = space.setGranularityRange(lo, hi - lo, 1024);
+  const inside = slabs.filter((s) => { const v0 = V(s.allocFrame, 0); return v0 < hi && v0 + s.k * 4096 > lo; });
+  assert.ok(inside.length >= 2 && inside.length < slabs.length, 'the region holds some frames, not all');
+  assert.is(r.frames, inside.filter((s) => s.cls < 1024).length);
+  slabs.forEach((s, k) => {
+    const isIn = inside.includes(s);
+    assert.is(space.unitOf(s.f), isIn ? Math.max(1024, s.cls) : before[k], `frame ${s.f} (class ${s.cls}) ${isIn ? 'in' : 'outside'} the region`);
+  });
+  assert.throws(() => space.setGranularityRange(lo, 4096, 100), /power of two/);
+});
+
 test.run();

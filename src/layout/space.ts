@@ -215,6 +215,24 @@ export class MonitoredSpace {
     return n;
   }
 
+  /**
+   * setGranularity for a region: every slab frame with a V page in [gva, gva + bytes). Returns
+   * the frames regrouped and the guest PTEs rewritten.
+   */
+  setGranularityRange(gva: number, bytes: number, unit: number): { frames: number; ptes: number } {
+    let frames = 0;
+    let ptes = 0;
+    for (const f of this.slabs) {
+      const lo = this.gva[f]!;
+      const hi = lo + this.slots(f) * PAGE;
+      if (hi <= gva || lo >= gva + bytes) continue;
+      const n = this.setGranularity(f, unit);
+      if (n > 0) frames++;
+      ptes += n;
+    }
+    return { frames, ptes };
+  }
+
   // ---- monitoring ---------------------------------------------------------------------------
 
   /** Arms one frame for the current mode (at creation, and after its units were harvested). */

@@ -7,6 +7,8 @@ import { runMonitor, type Layout, type MonitorResult, type EpochStats } from './
 import type { MonitorMode } from '../layout/space.ts';
 import type { CompareResult, CompareRow } from '../report/types.ts';
 import { traceInfo } from '../trace/reader.ts';
+import { EV_ALLOC } from '../trace/events.ts';
+import { replayFile } from '../replay/run.ts';
 
 export const DEFAULT_COMPARE_GRANULARITIES: (number | 'adaptive')[] = [4096, 1024, 256, 64, 'adaptive'];
 export const DEFAULT_COMPARE_MODES: MonitorMode[] = ['gpt-wp', 'ept-wp', 'ept-dirty', 'pml'];
@@ -26,6 +28,12 @@ export interface CompareOptions {
   frames?: number;
   /** add SPP at 128 B on the packed layout (default true) */
   spp?: boolean;
+  /**
+   * Block mode: also (or, for a trace without allocation events, only) the trace's own layout:
+   * page level and SPP there, and idealized block-granular units of every fixed granularity
+   * (a unit is a g-aligned block of the address space, as granule replay counts them).
+   */
+  block?: boolean;
   onRun?: (label: string, k: number, of: number) => void;
 }
 
@@ -41,13 +49,26 @@ function cpuModel(): string {
 
 const sumAfterBase = (epochs: EpochStats[], f: (e: EpochStats) => number) => epochs.slice(1).reduce((s, e) => s + f(e), 0);
 
+export class CompareError extends Error {}
+
 export async function compareTrace(tracePath: string, o: CompareOptions): Promise<CompareResult> {
   const info = traceInfo(tracePath);
   const modes = o.modes ?? DEFAULT_COMPARE_MODES;
   const gs = o.granularities ?? DEFAULT_COMPARE_GRANULARITIES;
-  const jobs: Job[] = [{ mode: 'gpt-wp', layout: 'packed', granularity: 4096, label: 'page level (packed)', rowMode: 'page' }];
-  if (o.spp ?? true) jobs.push({ mode: 'spp', layout: 'packed', granularity: 128, label: 'SPP 128 B (packed)', rowMode: 'spp' });
-  for (const mode of modes.filter((m) => m !== 'spp')) {
+  const objectAware = (info.counts[EV_ALLOC] ?? 0) > 0;
+  if (!objectAware && !o.block) {
+    throw new CompareError(`${tracePath} has no allocation events, so its objects cannot be placed in the spread or packed layouts: record it with granule record (which reports allocations), or compare it in its own layout with --block`);
+  }
+  const jobs: Job[] = [];
+  if (objectAware) {
+    jobs.push({ mode: 'gpt-wp', layout: 'packed', granularity: 4096, label: 'page level (packed)', rowMode: 'page' });
+    if (o.spp ?? true) jobs.push({ mode: 'spp', layout: 'packed', granularity: 128, label: 'SPP 128 B (packed)', rowMode: 'spp' });
+  }
+  if (o.block) {
+    jobs.push({ mode: 'gpt-wp', layout: 'trace', granularity: 4096, label: 'page level (own layout)', rowMode: objectAware ? 'gpt-wp' : 'page' });
+    if (o.spp ?? true) jobs.push({ mode: 'spp', layout: 'trace', granularity: 128, label: 'SPP 128 B (own layout)', rowMode: 'spp' });
+  }
+  for (const mode of objectAware ? modes.filter((m) => m !== 'spp') : []) {
     for (const g of gs) {
       jobs.push({ mode, layout: 'spread', granularity: g, rowMode: mode, label: `${MODE_LABEL[mode]} ${g === 'adaptive' ? 'adaptive' : `${g} B`}` });
     }
@@ -77,6 +98,21 @@ export async function compareTrace(tracePath: string, o: CompareOptions): Promis
       })),
     };
   });
+  if (o.block) {
+    // Block-granular units in the trace's own layout, counted from the bytes written (no
+    // mechanism could deliver them under page protection but SPP's 128 B; they bound what one could).
+    const fixed = gs.filter((g): g is number => typeof g === 'number');
+    const rp = await replayFile(tracePath, { granularities: fixed, epochWrites: o.epochWrites });
+    for (const g of fixed) {
+      const cb = rp.epochs.slice(1).reduce((a, e) => a + e.volumeBytes[g]!, 0);
+      rows.push({
+        mode: 'block', layout: 'trace', granularity: g, label: `block ${g} B (own layout)`, checkpointBytes: cb,
+        overPage: pageBytes ? cb / pageBytes : 0, overIdeal: idealBytes ? cb / idealBytes : 0, dirtyUnits: rp.epochs.slice(1).reduce((a, e) => a + e.units[g]!, 0),
+        faults: 0, exits: {}, tlbMisses: 0, walkRefs: 0, tableBytes: 0, vaBytes: 0, seconds: rp.seconds,
+        epochs: rp.epochs.map((e) => ({ index: e.index, writes: e.writes, idealBytes: e.idealBytes, checkpointBytes: e.volumeBytes[g]!, dirtyUnits: e.units[g]!, faults: 0, exits: 0, tlbMisses: 0, walkRefs: 0 })),
+      });
+    }
+  }
   rows.push({
     mode: 'ideal', layout: 'trace', granularity: 1, label: 'byte-exact ideal', checkpointBytes: idealBytes,
     overPage: pageBytes ? idealBytes / pageBytes : 0, overIdeal: 1, dirtyUnits: 0, faults: 0, exits: {}, tlbMisses: 0, walkRefs: 0,

@@ -58,7 +58,8 @@ export function topExitReason(exits: Record<string, number>): string | undefined
 }
 
 /** Rows computed from the trace alone have no MMU, so their MMU columns are not zero but absent. */
-export const hasMmu = (row: CompareRow): boolean => row.layout !== 'trace';
+/** Rows computed from the trace alone (the byte ideal, idealized blocks) have no MMU costs. */
+export const hasMmu = (row: CompareRow): boolean => row.mode !== 'ideal' && row.mode !== 'block';
 
 export function granularityText(g: number | 'adaptive'): string {
   return g === 'adaptive' ? 'adaptive' : `${fmtInt(g)} B`;

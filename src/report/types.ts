@@ -27,7 +27,7 @@ export interface CompareEpoch {
 export interface CompareRow {
   /** e.g. 'gpt-wp' (guest page-table write protection, in-guest #PF), 'ept-wp' (EPT write protection, VM exits), 'ept-dirty' (EPT D bits harvested), 'pml' (PML log, PML-full exits), 'spp' (SPP 128 B on the packed layout), 'page' (page-level on the packed layout: the traditional baseline), 'ideal' (byte-exact, from the trace) */
   mode: string;
-  /** 'trace' rows come from the trace alone, with no MMU: their TLB, walk, table and VA columns mean nothing and are shown as a dash */
+  /** 'trace': the trace's own addresses. Rows of mode 'ideal' or 'block' come from the trace alone, with no MMU: their fault, TLB, walk, table and VA columns are shown as a dash */
   layout: 'spread' | 'packed' | 'trace';
   /** unit size in bytes, or 'adaptive' */
   granularity: number | 'adaptive';
