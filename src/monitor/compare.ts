@@ -95,6 +95,7 @@ export async function compareTrace(tracePath: string, o: CompareOptions): Promis
       epochs: r.epochs.map((e) => ({
         index: e.index, writes: e.writes, idealBytes: e.idealBytes, checkpointBytes: e.checkpointBytes, dirtyUnits: e.dirtyUnits,
         faults: e.faults, exits: Object.values(e.exits).reduce((s, v) => s + v, 0), tlbMisses: e.tlbMisses, walkRefs: e.walkRefs,
+        tableBytes: e.tableBytes, vaBytes: e.vaBytes,
       })),
     };
   });

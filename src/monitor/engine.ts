@@ -50,6 +50,9 @@ export interface EpochStats {
   walkRefs: number;
   /** adaptive: PTEs rewritten by granularity changes at the end of the epoch */
   regrouped: number;
+  /** paging structures (guest tables, EPT, SPP table) and virtual address space at the epoch's end */
+  tableBytes: number;
+  vaBytes: number;
 }
 
 export interface MonitorResult {
@@ -154,6 +157,7 @@ export async function runMonitor(tracePath: string, o: MonitorOptions): Promise<
       checkpointBytes: units.reduce((s, u) => s + u.len, 0), slabBytes: units.reduce((s, u) => s + (space.isSlab(u.frame) ? u.len : 0), 0),
       faults: counters.faults, exits: counters.exits,
       tlbMisses: counters.tlbMisses, walkRefs: counters.walkRefs, regrouped: 0,
+      tableBytes: space.tableBytes, vaBytes: space.vaBytes,
     };
     o.onEpoch?.(e, units, space);
     if (policy) e.regrouped = policy.endEpoch();

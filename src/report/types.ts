@@ -21,6 +21,10 @@ export interface CompareEpoch {
   tlbMisses: number;
   /** memory references made by page walks (guest page table and EPT) */
   walkRefs: number;
+  /** guest page tables + EPT (+ SPP table) bytes at the end of the epoch; absent for rows without an MMU */
+  tableBytes?: number;
+  /** virtual address space mapped at the end of the epoch */
+  vaBytes?: number;
 }
 
 /** One configuration: a monitoring mode on a layout at one granularity (or adaptive). */
