@@ -4,20 +4,11 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { PACKED_CLASSES, PAGE, packedClassOf, type MapRequest, type Placement } from '../src/alloc/classes.ts';
 import { PackedAllocator } from '../src/alloc/packed.ts';
+import { rng } from './support/rng.ts';
 
 const HEAP = 0x10_0000_0000;
 const LARGE = 0x40_0000_0000;
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function make(maxFrames?: number) {
   const maps: MapRequest[] = [];

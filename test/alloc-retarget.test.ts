@@ -6,22 +6,13 @@ import { SpreadAllocator } from '../src/alloc/spread.ts';
 import { PackedAllocator } from '../src/alloc/packed.ts';
 import { Retargeter, requireObjectAware, type Piece } from '../src/alloc/retarget.ts';
 import { EV_KINDS, EV_ALLOC, TraceError } from '../src/trace/events.ts';
+import { rng } from './support/rng.ts';
 
 const HEAP = 0x10_0000_0000;
 const LARGE = 0x40_0000_0000;
 const TRACE_HEAP = 0x5555_5555_0000;
 const STACK = 0x7ffd_0000_0000;
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface NObj { start: number; size: number; p: Placement }
 

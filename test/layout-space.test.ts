@@ -10,6 +10,7 @@ import { MAX_PLANES, PAGE, SPREAD_CLASSES, type MapRequest, type Placement } fro
 import { readGva } from '../src/monitor/engine.ts';
 import { ACC_READ, ACC_USER, ACC_WRITE, EPT_A, EPT_ADDR, EPT_D, PTE_ADDR } from '../src/consts.ts';
 import type { FaultRecord } from '../src/sim.ts';
+import { rng } from './support/rng.ts';
 
 const HEAP = 0x6000_0000_0000;
 const LARGE = 0x6800_0000_0000;
@@ -17,16 +18,6 @@ const OWN = 0x10_0000_0000;
 const MODES: MonitorMode[] = ['gpt-wp', 'ept-wp', 'ept-dirty', 'pml', 'spp'];
 const UNITS = [64, 128, 256, 512, 1024, 2048, 4096];
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 const randomBytes = (r: () => number, n: number) => Uint8Array.from({ length: n }, () => (r() * 256) | 0);
 /** Byte arrays compared with a short message: the first difference, not a dump of every byte. */
 function sameBytes(got: Uint8Array, want: Uint8Array, what: string): void {

@@ -19,6 +19,7 @@ import { TraceWriter } from '../src/trace/writer.ts';
 import { EV_READ, EV_WRITE } from '../src/trace/events.ts';
 import { ACC_READ, ACC_USER, ACC_WRITE, EPT_ADDR } from '../src/consts.ts';
 import type { FaultRecord } from '../src/sim.ts';
+import { rng } from './support/rng.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const tmp = mkdtempSync(join(tmpdir(), 'granule-monitor-engine-'));
@@ -29,16 +30,6 @@ const fresh = (name: string) => join(tmp, `${seq++}-${name}`);
 const MODES: MonitorMode[] = ['gpt-wp', 'ept-wp', 'ept-dirty', 'pml'];
 const OWN = 0x10_0000_0000;
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 const randomBytes = (r: () => number, n: number) => Uint8Array.from({ length: n }, () => (r() * 256) | 0);
 /** Byte arrays compared with a short message: the first difference, not a dump of every byte. */
 function sameBytes(got: Uint8Array, want: Uint8Array, what: string): void {

@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { createHash, randomBytes, type Hash } from 'node:crypto';
 import * as zlib from 'node:zlib';
 import { putUvarint } from '../trace/format.ts';
+import { syncDir } from '../fsync.ts';
 import {
   BLOCK_FLUSH_BYTES, CHAIN_ID_BYTES, CODEC_DEFLATE, CODEC_NONE, CheckpointError, DIGEST_BYTES, FORMAT_NAME, FRAME_BYTES,
   FRAME_LIMIT, KIND_BASE, KIND_INCREMENT, MANIFEST, MAX_BLOCK_RAW, VERSION_MAJOR, VERSION_MINOR, encodeBlockHeader,
@@ -335,13 +336,3 @@ export class CheckpointWriter {
   }
 }
 
-/** Makes a rename durable; not every platform lets a directory be opened, so failure is ignored. */
-function syncDir(dir: string): void {
-  let fd = -1;
-  try {
-    fd = fs.openSync(dir, 'r');
-    fs.fsyncSync(fd);
-  } catch { /* best effort */ } finally {
-    if (fd >= 0) try { fs.closeSync(fd); } catch { /* ignore */ }
-  }
-}

@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import * as zlib from 'node:zlib';
 import { ADDR_LIMIT, EV_ALLOC, EV_EPOCH, EV_FETCH, EV_FREE, EV_KINDS, EV_REALLOC, EV_THREAD } from './events.ts';
 import type { AccessKind, EventSink, KindCounts, TraceMeta } from './events.ts';
+import { syncDir } from '../fsync.ts';
 import {
   ALIGN_CODE_EXPLICIT, ALIGN_CODE_SHIFT, CHUNK_FLUSH_BYTES, CHUNK_HEADER_BYTES, CODEC_BROTLI, CODEC_DEFLATE, CODEC_NAMES,
   CODEC_NONE, DEFAULT_CHUNK_EVENTS, FILE_HEADER_BYTES, MAGIC, MAX_CHUNK_EVENTS, MAX_EVENT_BYTES, MAX_META_BYTES,
@@ -317,13 +318,3 @@ export class TraceWriter implements EventSink {
   }
 }
 
-/** Makes the rename durable; not every platform lets a directory be opened, so failure is ignored. */
-function syncDir(dir: string): void {
-  let fd = -1;
-  try {
-    fd = fs.openSync(dir, 'r');
-    fs.fsyncSync(fd);
-  } catch { /* best effort */ } finally {
-    if (fd >= 0) try { fs.closeSync(fd); } catch { /* ignore */ }
-  }
-}
