@@ -1,18 +1,56 @@
 // Backend selection: `auto` takes the KVM backend where it works, else the simulator, and says
 // which ran and why.
+import { existsSync } from 'node:fs';
 import { SimMmu, type SimMmuOptions } from './sim-mmu.ts';
+import { KvmMmu, describeKvmHost, guestImagePath, KVM_UNSUPPORTED, type KvmMmuOptions } from './hw/kvm-mmu.ts';
+import { loadKvmAddon, DEFAULT_KVM_DEVICE } from './hw/native.ts';
 import type { Mmu } from './mmu.ts';
 
 export type BackendChoice = 'auto' | 'sim' | 'kvm';
 
-const KVM_MISSING = 'the KVM backend (hw/) is not part of this build yet';
+/** Options of both backends; each ignores what only the other one has (the simulator's TLB shape, the guest's timeout). */
+export type MmuOptions = SimMmuOptions & Omit<KvmMmuOptions, 'frames' | 'batchCapacity' | 'valueCapacity'>;
 
-export async function createMmu(choice: BackendChoice = 'auto', opts: SimMmuOptions = {}): Promise<Mmu> {
-  if (choice === 'kvm') {
-    throw new Error(`--backend kvm: ${KVM_MISSING}; use --backend sim (or auto).`);
+/**
+ * Why the KVM backend cannot serve these options here, or null when it can: the addon and the
+ * device (the multi-line explanation of src/hw/native.ts), the guest image, or a feature it lacks.
+ */
+export function kvmUnavailable(opts: MmuOptions = {}): string | null {
+  if (opts.pml) return `page-modification logging (pml) was asked for, which is ${KVM_UNSUPPORTED}`;
+  const r = loadKvmAddon(opts.device ?? DEFAULT_KVM_DEVICE);
+  if ('error' in r) return r.error;
+  const image = opts.image ?? guestImagePath();
+  if (!existsSync(image)) {
+    return [
+      `The KVM backend is unavailable: its guest image ${image} is not built.`,
+      '  Build it with: node --import tsx scripts/build-guest.ts   (needs gcc and binutils: apt-get install -y gcc binutils)',
+      'Until then granule runs on the simulator backend (--backend sim), which needs none of this.',
+    ].join('\n');
   }
-  if (choice !== 'auto' && choice !== 'sim') {
+  return null;
+}
+
+function kvmOptions(opts: MmuOptions): KvmMmuOptions {
+  return {
+    frames: opts.frames, runTimeoutMs: opts.runTimeoutMs, image: opts.image, ringCapacity: opts.ringCapacity, device: opts.device,
+    batchCapacity: opts.batchCapacity, valueCapacity: opts.valueCapacity,
+  };
+}
+
+export async function createMmu(choice: BackendChoice = 'auto', opts: MmuOptions = {}): Promise<Mmu> {
+  if (choice !== 'auto' && choice !== 'sim' && choice !== 'kvm') {
     throw new RangeError(`unknown backend '${String(choice)}': use auto, sim or kvm`);
   }
-  return SimMmu.create(opts, choice === 'sim' ? 'simulator requested (--backend sim)' : `simulator: ${KVM_MISSING}`);
+  if (choice === 'sim') return SimMmu.create(opts, 'simulator requested (--backend sim)');
+  const why = kvmUnavailable(opts);
+  if (choice === 'kvm') {
+    if (why) throw new Error(`--backend kvm: ${why}`);
+    return KvmMmu.create(kvmOptions(opts), `${describeKvmHost()}, requested (--backend kvm)`);
+  }
+  if (why) return SimMmu.create(opts, `simulator: ${why}`);
+  try {
+    return await KvmMmu.create(kvmOptions(opts), `${describeKvmHost()}, chosen by --backend auto (addon, /dev/kvm and the guest image are all here)`);
+  } catch (e) {
+    return SimMmu.create(opts, `simulator: the KVM backend is here but failed to start: ${(e as Error).message}`);
+  }
 }

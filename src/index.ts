@@ -20,3 +20,29 @@ export type { WalkReport, WalkRef, Outcome, DecodedBit, FormatOptions } from './
 export type { Mmu, BackendName, GuestPageFlags, PlaneOptions, DirtyEntry, Handlers, RunResult, AccessSink } from './mmu.ts';
 export { SimMmu, type SimMmuOptions } from './sim-mmu.ts';
 export { createMmu, type BackendChoice } from './backend.ts';
+export { KvmMmu, kvmPlaneGpa, type KvmMmuOptions } from './hw/kvm-mmu.ts';
+export { kvmUnavailable, type MmuOptions } from './backend.ts';
+
+// Traces: the format, importers and recorders, replay.
+export * from './trace/events.ts';
+export { TraceWriter, type Codec, type WriterOptions, type TraceSummary } from './trace/writer.ts';
+export { TraceReader, isGranuleTrace, traceInfo, type TraceInfo } from './trace/reader.ts';
+export { BlockBuilder, EventCollector, emitBlock, blockEvents } from './trace/block.ts';
+export { importLackey, parseLackey, looksLikeLackey, type LackeyStats } from './trace/lackey.ts';
+export { recordNative, type NativeRecordOptions } from './record/native.ts';
+export { recordWasm, type WasmRecordOptions } from './record/wasm.ts';
+export { replayFile, type ReplayFileOptions, type ReplayFileResult } from './replay/run.ts';
+export { Replayer, type ReplayOptions, type ReplayResult, type EpochResult } from './replay/replay.ts';
+
+// The mechanism: layouts, monitoring, checkpoints, reports.
+export { SpreadAllocator } from './alloc/spread.ts';
+export { PackedAllocator } from './alloc/packed.ts';
+export { Retargeter } from './alloc/retarget.ts';
+export { MonitoredSpace, MONITOR_MODES, PLANE_STRIDE, type MonitorMode, type DirtyUnit } from './layout/space.ts';
+export { runMonitor, type MonitorOptions, type MonitorResult, type EpochStats, type Layout } from './monitor/engine.ts';
+export { compareTrace, type CompareOptions } from './monitor/compare.ts';
+export { CheckpointWriter, type CheckpointMeta } from './checkpoint/writer.ts';
+export { restoreImage, verifyChain, type RestoreResult } from './checkpoint/restore.ts';
+export { formatCompareTable } from './report/table.ts';
+export { renderCompareHtml, writeReport } from './report/html.ts';
+export type { CompareResult, CompareRow, CompareEpoch } from './report/types.ts';

@@ -3,7 +3,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { SimMmu } from '../src/sim-mmu.ts';
-import { createMmu } from '../src/backend.ts';
+import { createMmu, kvmUnavailable } from '../src/backend.ts';
 import { ACC_READ, ACC_WRITE, ACC_USER } from '../src/consts.ts';
 
 const W = ACC_WRITE | ACC_USER;
@@ -125,10 +125,16 @@ test('bad requests name the address', async () => {
 
 test('backend selection says which backend ran and why', async () => {
   const auto = await createMmu('auto', { frames: 1 });
-  assert.is(auto.backend, 'sim');
-  assert.match(auto.reason, /KVM backend/);
+  if (kvmUnavailable()) {
+    assert.is(auto.backend, 'sim');
+    assert.match(auto.reason, /KVM backend/);
+  } else {
+    assert.is(auto.backend, 'kvm');
+    assert.match(auto.reason, /^KVM on Linux/);
+  }
+  await auto.close();
   await assert.not.throws(async () => createMmu('sim', { frames: 1 }));
-  try { await createMmu('kvm'); assert.unreachable(); } catch (e) { assert.match(String(e), /--backend kvm/); }
+  try { await createMmu('kvm', { device: '/dev/granule-no-such-kvm' }); assert.unreachable(); } catch (e) { assert.match(String(e), /--backend kvm/); }
 });
 
 test.run();
