@@ -60,6 +60,8 @@ export interface RunResult {
 export interface AccessSink {
   /** Queues an access (ACC_* kind and flags, 1..64 bytes, optional bytes to store); false when full. */
   push(gva: bigint, acc: number, size: number, value?: Uint8Array): boolean;
+  /** push() without a value for an address below 2^53 given as a number (the replay hot path). */
+  pushAddr(addr: number, acc: number, size: number): boolean;
   readonly count: number;
   readonly full: boolean;
   reset(): void;
@@ -74,6 +76,8 @@ export interface Mmu {
   readonly frames: number;
 
   // Address-space setup.
+  /** GPA of frame 0 in alias plane p: where a backend puts its planes (frame f is at + f * 4096). */
+  planeGpa(p: number): bigint;
   /** Maps plane pages GPA [gpa, gpa + count*4K) onto frames [first, first + count). */
   mapPlane(gpa: bigint, first: number, count: number, opts?: PlaneOptions): void;
   /** Maps GVA pages [gva, gva + count*4K) to GPA pages [gpa, ...) in the guest page table. */

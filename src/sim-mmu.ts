@@ -94,6 +94,9 @@ export class SimMmu implements Mmu {
     return l;
   }
 
+  /** Plane p starts at p GiB: 64 planes of up to 2^18 frames stay far below the page tables' half. */
+  planeGpa(p: number): bigint { return BigInt(p) << 30n; }
+
   mapPlane(gpa: bigint, first: number, count: number, opts: PlaneOptions = {}): void {
     this.checkGpa('mapPlane', gpa, count);
     if (!Number.isInteger(first) || first < 0 || first + count > this.frames) {

@@ -54,8 +54,8 @@ function expected(events: TraceEvent[], n: number, gs: number[], marks = false):
 
 async function replay(events: TraceEvent[], o: ReplayOptions, split = 0): Promise<ReplayResult> {
   const r = await Replayer.create(o);
-  if (split > 0) for (let i = 0; i < events.length; i += split) r.block(toBlock(events.slice(i, i + split)));
-  else r.block(toBlock(events));
+  if (split > 0) for (let i = 0; i < events.length; i += split) await r.block(toBlock(events.slice(i, i + split)));
+  else await r.block(toBlock(events));
   return r.finish();
 }
 

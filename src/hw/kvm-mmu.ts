@@ -432,6 +432,8 @@ export class KvmMmu implements Mmu {
 
   // ---- address-space setup ----
 
+  planeGpa(p: number): bigint { return kvmPlaneGpa(p); }
+
   mapPlane(gpa: bigint, first: number, count: number, opts: PlaneOptions = {}): void {
     this.usable('mapPlane');
     if (opts.writable === false || opts.exec === false) throw new KvmUnsupportedError('mapPlane with writable: false or exec: false (per-page EPT permissions)');

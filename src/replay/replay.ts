@@ -6,7 +6,8 @@
 // byte-exact ideal come from the same events.
 import { ACC_READ, ACC_WRITE, ACC_FETCH, ACC_USER, FAULT_PF, PFEC_P, CNT_TLB_MISSES, CNT_WALKS, CNT_GUEST_REFS, CNT_EPT_REFS, CNT_HANDLED_PF } from '../consts.ts';
 import { counterNames } from '../counters.ts';
-import { SimMmu } from '../sim-mmu.ts';
+import type { Mmu } from '../mmu.ts';
+import { createMmu, type BackendChoice } from '../backend.ts';
 import type { FaultRecord } from '../sim.ts';
 import { EV_READ, EV_WRITE, EV_MODIFY, EV_FETCH, EV_ALLOC, EV_FREE, EV_REALLOC, EV_EPOCH, EV_THREAD, type EventBlock } from '../trace/events.ts';
 import { EpochBitmap, checkGranularity } from './units.ts';
@@ -29,6 +30,8 @@ export interface ReplayOptions {
   frames?: number;
   tlbSets?: number;
   tlbWays?: number;
+  /** which machine runs the accesses: the simulator (default), KVM, or auto (KVM where it works) */
+  backend?: BackendChoice;
 }
 
 export interface EpochResult {
@@ -56,6 +59,8 @@ export interface EpochResult {
 export type ReplayTotals = Omit<EpochResult, 'index'> & { epochs: number; pagesTouched: number };
 
 export interface ReplayResult {
+  /** the backend that ran the accesses, and why it was chosen */
+  backend: { name: string; reason: string };
   granularities: number[];
   epochWrites: number;
   epochMarks: boolean;
@@ -86,12 +91,15 @@ export class Replayer {
   private nextFrame = 0;
   private readonly mapped = new Set<number>();
   private counterBase: number[];
+  /** GVAs the backend keeps for itself (the KVM guest's identity-mapped system region) */
+  private readonly reservedBelow: number;
 
-  private constructor(readonly mmu: SimMmu, o: Required<Pick<ReplayOptions, 'granularities' | 'epochWrites' | 'epochMarks'>>) {
+  private constructor(readonly mmu: Mmu, o: Required<Pick<ReplayOptions, 'granularities' | 'epochWrites' | 'epochMarks'>>) {
     this.granularities = o.granularities;
     this.epochWrites = o.epochWrites;
     this.epochMarks = o.epochMarks;
     this.counterBase = this.counterArray();
+    this.reservedBelow = mmu.backend === 'kvm' ? 0x100_0000 : 0;
   }
 
   static async create(o: ReplayOptions = {}): Promise<Replayer> {
@@ -104,7 +112,7 @@ export class Replayer {
     // Page tables for a sparse 47-bit space: one guest PT page per 2 MiB touched, plus the
     // EPT for the frames; 1/64 of the pool (at least 4 MiB) leaves room for scattered traces.
     const tableBytes = Math.max(4 << 20, Math.ceil(frames / 64) * PAGE * 4);
-    const mmu = await SimMmu.create({ frames, tableBytes, tlbSets: o.tlbSets, tlbWays: o.tlbWays }, 'replay');
+    const mmu = await createMmu(o.backend ?? 'sim', { frames, tableBytes, tlbSets: o.tlbSets, tlbWays: o.tlbWays });
     return new Replayer(mmu, { granularities, epochWrites, epochMarks: !!o.epochMarks });
   }
 
@@ -114,7 +122,7 @@ export class Replayer {
   get epochCount(): number { return this.epochs.length; }
 
   /** Replays one block of events, in order. */
-  block(b: EventBlock): void {
+  async block(b: EventBlock): Promise<void> {
     const { kind, addr, size } = b;
     const batch = this.mmu.batch;
     const n = this.epochWrites;
@@ -124,17 +132,20 @@ export class Replayer {
       if (k <= EV_FETCH) {
         const a = addr[i]!;
         const s = size[i]!;
+        if (a < this.reservedBelow) {
+          throw new ReplayError(`access at ${hex(a)}: on the ${this.mmu.backend} backend the guest's own system region occupies GVAs below ${hex(this.reservedBelow)}, so this trace cannot replay there yet; use --backend sim`);
+        }
         if (a + s > USER_LIMIT) {
           throw new ReplayError(`access at ${hex(a)} (${s} bytes) is above the 47-bit user half of the address space; granule replays user-space traces`);
         }
         const acc = (k === EV_READ ? ACC_READ : k === EV_FETCH ? ACC_FETCH : ACC_WRITE) | ACC_USER;
         for (let off = 0; off < s; off += PIECE) {
           const piece = Math.min(PIECE, s - off);
-          if (!batch.pushAddr(a + off, acc, piece)) { this.flush(); batch.pushAddr(a + off, acc, piece); }
+          if (!batch.pushAddr(a + off, acc, piece)) { await this.flush(); batch.pushAddr(a + off, acc, piece); }
         }
         if (k === EV_WRITE || k === EV_MODIFY) {
           this.bitmap.write(a, s);
-          if (++this.cur.writes === n) this.endEpoch();
+          if (++this.cur.writes === n) await this.endEpoch();
         } else if (k === EV_READ) {
           this.cur.reads++;
         } else {
@@ -147,7 +158,7 @@ export class Replayer {
       } else if (k === EV_REALLOC) {
         this.cur.reallocs++;
       } else if (k === EV_EPOCH) {
-        if (this.epochMarks && this.curEvents > 1) this.endEpoch();
+        if (this.epochMarks && this.curEvents > 1) await this.endEpoch();
       } else if (k !== EV_THREAD) {
         throw new ReplayError(`unknown event kind ${k}`);
       }
@@ -155,11 +166,12 @@ export class Replayer {
   }
 
   /** Runs the queued accesses, mapping pages on first touch and harvesting the monitor's log. */
-  private flush(): void {
+  private async flush(): Promise<void> {
     const mmu = this.mmu;
     let start = 0;
+    if (mmu.batch.count === 0) return;
     for (;;) {
-      const r = mmu.runSync(start, { guestWriteProtect: true });
+      const r = await mmu.run(start, { guestWriteProtect: true });
       if (r.status === 'done') break;
       if (r.status === 'log-full') { this.reprotect(); start = r.next; continue; }
       const f = r.fault!;
@@ -182,7 +194,7 @@ export class Replayer {
     if (frame >= this.mmu.frames) {
       throw new ReplayError(`the trace touches more than ${this.mmu.frames} distinct pages (${this.mmu.frames * 4} KiB); give a larger pool, e.g. --frames ${this.mmu.frames * 4}`);
     }
-    const gpa = BigInt(frame) * 4096n;
+    const gpa = this.mmu.planeGpa(0) + BigInt(frame) * 4096n;
     this.mmu.mapPlane(gpa, frame, 1);
     this.mmu.mapGva(BigInt(page), gpa, 1);
     this.mmu.protectGva(BigInt(page), 1, true);
@@ -201,8 +213,8 @@ export class Replayer {
     return counterNames.map((name) => c[name] ?? 0);
   }
 
-  private endEpoch(): void {
-    this.flush();
+  private async endEpoch(): Promise<void> {
+    await this.flush();
     this.reprotect();
     const e = this.cur;
     const now = this.counterArray();
@@ -224,9 +236,10 @@ export class Replayer {
     this.curEvents = 0;
   }
 
-  /** Ends the last (possibly partial) epoch and sums the totals. */
-  finish(): ReplayResult {
-    if (this.curEvents > 0 || this.epochs.length === 0) this.endEpoch();
+  /** Ends the last (possibly partial) epoch, sums the totals and releases the machine. */
+  async finish(): Promise<ReplayResult> {
+    if (this.curEvents > 0 || this.epochs.length === 0) await this.endEpoch();
+    await this.mmu.close();
     const t: ReplayTotals = { ...emptyEpoch(0), epochs: this.epochs.length, pagesTouched: this.mapped.size } as ReplayTotals;
     delete (t as Partial<EpochResult>).index;
     for (const g of this.granularities) { t.units[g] = 0; t.volumeBytes[g] = 0; }
@@ -237,6 +250,6 @@ export class Replayer {
       t.tlbMisses += e.tlbMisses; t.walks += e.walks; t.walkRefs += e.walkRefs;
       t.allocs += e.allocs; t.frees += e.frees; t.reallocs += e.reallocs;
     }
-    return { granularities: this.granularities, epochWrites: this.epochWrites, epochMarks: this.epochMarks, epochs: this.epochs, totals: t };
+    return { backend: { name: this.mmu.backend, reason: this.mmu.reason }, granularities: this.granularities, epochWrites: this.epochWrites, epochMarks: this.epochMarks, epochs: this.epochs, totals: t };
   }
 }

@@ -1,7 +1,7 @@
 // Replays a file, whichever kind it is: a granule trace (read chunk by chunk) or a valgrind lackey
 // log, plain or gzip (parsed as it streams; no intermediate file).
 import { statSync, openSync, readSync, closeSync } from 'node:fs';
-import { TraceError, type TraceMeta } from '../trace/events.ts';
+import { TraceError, type TraceMeta, type EventBlock } from '../trace/events.ts';
 import { TraceReader, isGranuleTrace } from '../trace/reader.ts';
 import { BlockBuilder } from '../trace/block.ts';
 import { importLackey, looksLikeLackey, STDIN, type LackeyStats } from '../trace/lackey.ts';
@@ -62,17 +62,22 @@ export async function replayFile(path: string, o: ReplayFileOptions = {}): Promi
     meta = reader.meta;
     try {
       for (const b of reader.blocks()) {
-        replayer.block(b);
+        await replayer.block(b);
         progress?.(reader.position, bytes);
       }
     } finally {
       reader.close();
     }
   } else {
-    const builder = new BlockBuilder((b) => replayer.block(b));
-    lackey = await importLackey(path, builder, { fetches: o.fetches, onProgress: progress && ((n) => progress(n, bytes)) });
+    // The parser is synchronous and the replayer is not: full blocks wait in a queue that is
+    // drained after every chunk of the log.
+    const queue: EventBlock[] = [];
+    const drain = async () => { while (queue.length) await replayer.block(queue.shift()!); };
+    const builder = new BlockBuilder((b) => queue.push(b));
+    lackey = await importLackey(path, builder, { fetches: o.fetches, onProgress: progress && ((n) => progress(n, bytes)), afterChunk: drain });
     builder.flush();
+    await drain();
   }
-  const result = replayer.finish();
+  const result = await replayer.finish();
   return { ...result, source: { path, format, bytes, meta, lackey }, seconds: (performance.now() - t0) / 1000 };
 }

@@ -27,6 +27,8 @@ export interface LackeyOptions {
   onProgress?: (bytesRead: number) => void;
   /** Called with each of valgrind's own `==PID==` / `--PID--` lines (without the line end). */
   onMessage?: (line: string) => void;
+  /** awaited after each input chunk is parsed */
+  afterChunk?: () => Promise<void>;
 }
 
 export interface LackeyStats {
@@ -448,6 +450,9 @@ export async function parseLackey(input: AsyncIterable<Buffer> | NodeJS.Readable
       if (r.done) break;
       parser.push(typeof r.value === 'string' ? Buffer.from(r.value, 'latin1') : r.value);
       opts.onProgress?.(parser.bytesRead);
+      // An asynchronous consumer (replay on a backend whose runs are asynchronous) catches up
+      // here, so at most one chunk's events wait in memory.
+      if (opts.afterChunk) await opts.afterChunk();
     }
   } catch (e) {
     try {

@@ -1,0 +1,58 @@
+// Replay on real hardware: the same events through the simulator and through KVM (the guest's
+// CPL3 player, its in-guest #PF monitor) give the same epochs, dirty units and fault counts.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { rejects } from 'node:assert/strict';
+import { Replayer, type ReplayResult } from '../src/replay/replay.ts';
+import { kvmUnavailable } from '../src/backend.ts';
+import { EV_NAMES, type EventBlock, type TraceEvent } from '../src/trace/events.ts';
+import { rng } from './support/rng.ts';
+
+const why = kvmUnavailable();
+if (why) console.log(`replay-kvm.test.ts: skipping, KVM is not available here:\n${why}`);
+
+function toBlock(events: TraceEvent[]): EventBlock {
+  const n = events.length;
+  const b: EventBlock = { count: n, kind: new Uint8Array(n), addr: new Float64Array(n), size: new Float64Array(n), arg: new Float64Array(n), valueOff: new Int32Array(n).fill(-1), values: new Uint8Array(0) };
+  events.forEach((e, i) => {
+    b.kind[i] = EV_NAMES.indexOf(e.type);
+    if ('addr' in e) b.addr[i] = e.addr;
+    if ('size' in e) b.size[i] = e.size;
+  });
+  return b;
+}
+
+async function replay(backend: 'sim' | 'kvm', events: TraceEvent[]): Promise<ReplayResult> {
+  const r = await Replayer.create({ backend, granularities: [4096, 256, 64], epochWrites: 150, frames: 1024 });
+  for (let i = 0; i < events.length; i += 700) await r.block(toBlock(events.slice(i, i + 700)));
+  return r.finish();
+}
+
+test('the same events give the same epochs, units and faults on KVM as on the simulator', async () => {
+  if (why) return;
+  const r = rng(11);
+  const bases = [0x4000000, 0x1ffeff0000, 0x55555554a000];
+  const ev: TraceEvent[] = [];
+  for (let i = 0; i < 3000; i++) {
+    const addr = bases[Math.floor(r() * bases.length)]! + Math.floor(r() * 6 * 4096);
+    const size = [1, 2, 4, 8, 16, 64, 3][Math.floor(r() * 7)]!;
+    ev.push({ type: r() < 0.5 ? 'write' : r() < 0.5 ? 'modify' : 'read', addr, size });
+  }
+  const sim = await replay('sim', ev);
+  const kvm = await replay('kvm', ev);
+  assert.is(kvm.backend.name, 'kvm');
+  assert.is(sim.epochs.length, kvm.epochs.length);
+  sim.epochs.forEach((e, k) => {
+    const h = kvm.epochs[k]!;
+    assert.equal([h.writes, h.idealBytes, h.units], [e.writes, e.idealBytes, e.units], `epoch ${k}`);
+    assert.equal(h.faults, e.faults, `epoch ${k}: not-present and write-protect faults`);
+  });
+  assert.is(kvm.totals.pagesTouched, sim.totals.pagesTouched);
+});
+
+test('addresses the KVM guest keeps for itself are refused by name', async () => {
+  if (why) return;
+  await rejects(replay('kvm', [{ type: 'write', addr: 0x108040, size: 8 }]), /system region occupies GVAs below 0x1000000.*--backend sim/);
+});
+
+test.run();
