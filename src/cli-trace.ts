@@ -148,6 +148,7 @@ async function recordCommand(argv: string[], o: { output: string; wasm?: string;
 function replayJson(r: ReplayFileResult): object {
   return {
     trace: { path: r.source.path, format: r.source.format, bytes: r.source.bytes, meta: r.source.meta, lackey: r.source.lackey },
+    backend: r.backend,
     granularities: r.granularities,
     epochWrites: r.epochWrites,
     epochMarks: r.epochMarks,
@@ -183,10 +184,16 @@ function replayText(r: ReplayFileResult, showEpochs: boolean): string[] {
   out.push('dirty data, summed over epochs (a unit is a g-aligned block of the address space):');
   out.push(...table(rows, ['l', 'r', 'r', 'r', 'r']).map((l) => '  ' + l));
   out.push('');
-  out.push('simulator: page-level write protection in the guest page table, pages mapped on first touch');
+  const onKvm = r.backend.name === 'kvm';
+  out.push(`${onKvm ? 'KVM (the guest\'s trace player and in-guest #PF monitor)' : 'simulator'}: page-level write protection in the guest page table, pages mapped on first touch`);
+  if (onKvm) out.push(`  backend           ${r.backend.reason.split('\n')[0]}`);
   out.push(`  faults            ${num(t.faults.notPresent)} not-present (first touch), ${num(t.faults.writeProtect)} write-protect`);
-  out.push(`  TLB misses        ${num(t.tlbMisses)} (${events ? ((100 * t.tlbMisses) / events).toFixed(2) : '0'}% of accesses)`);
-  out.push(`  walk references   ${num(t.walkRefs)} in ${num(t.walks)} walks (${t.walks ? (t.walkRefs / t.walks).toFixed(1) : '0'} per walk)`);
+  if (onKvm) {
+    out.push('  TLB misses, walks real hardware does not count them for us (use --backend sim for the model\'s counts)');
+  } else {
+    out.push(`  TLB misses        ${num(t.tlbMisses)} (${events ? ((100 * t.tlbMisses) / events).toFixed(2) : '0'}% of accesses)`);
+    out.push(`  walk references   ${num(t.walkRefs)} in ${num(t.walks)} walks (${t.walks ? (t.walkRefs / t.walks).toFixed(1) : '0'} per walk)`);
+  }
   if (showEpochs) {
     out.push('');
     const head = ['epoch', 'writes', 'ideal', ...r.granularities.map((g) => `${g} B`), 'wp faults', 'TLB miss'];
@@ -202,13 +209,13 @@ function replayText(r: ReplayFileResult, showEpochs: boolean): string[] {
   return out;
 }
 
-async function replayCommand(trace: string, o: { format: 'auto' | 'granule' | 'lackey'; epochWrites?: string; epochMarks?: boolean; granularity?: string; json?: boolean; frames?: string; fetches?: boolean; epochs?: boolean }, io: Io): Promise<void> {
+async function replayCommand(trace: string, o: { format: 'auto' | 'granule' | 'lackey'; epochWrites?: string; epochMarks?: boolean; granularity?: string; json?: boolean; frames?: string; fetches?: boolean; epochs?: boolean; backend: 'sim' | 'kvm' | 'auto' }, io: Io): Promise<void> {
   const granularities = o.granularity !== undefined ? parseGranularities(o.granularity) : DEFAULT_GRANULARITIES;
   const epochWrites = o.epochWrites !== undefined ? parseCount('--epoch-writes', o.epochWrites) : o.epochMarks ? Number.MAX_SAFE_INTEGER : DEFAULT_EPOCH_WRITES;
   const frames = o.frames !== undefined ? parseCount('--frames', o.frames) : undefined;
   let bar: ReturnType<typeof progress> | null = null;
   const r = await replayFile(trace, {
-    format: o.format, granularities, epochWrites, epochMarks: !!o.epochMarks, frames, fetches: !!o.fetches,
+    format: o.format, granularities, epochWrites, epochMarks: !!o.epochMarks, frames, fetches: !!o.fetches, backend: o.backend,
     onProgress: (n, total) => { (bar ??= progress(io, 'replay', total, 'bytes')).update(n); },
   }).finally(() => bar?.stop());
   if (o.json) io.out(JSON.stringify(replayJson(r), null, 2) + '\n');
@@ -302,6 +309,7 @@ export function registerTraceCommands(program: Command, io: Io): void {
     .option('--epochs', 'print a per-epoch table')
     .option('--frames <n>', 'simulated frame pool: the most distinct pages the trace may touch (default: 262144; memory is committed only as pages are touched)')
     .option('--fetches', 'lackey input: replay instruction fetches too')
+    .addOption(new Option('--backend <backend>', 'the machine that runs the accesses: the simulator, KVM (the guest\'s trace player and in-guest monitor), or auto (KVM where it works)').choices(['sim', 'kvm', 'auto']).default('sim'))
     .action(async (trace: string, o) => replayCommand(trace, o, io));
 
   const tr = program.command('trace').description('look inside granule traces');

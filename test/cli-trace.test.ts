@@ -15,6 +15,9 @@ import { TraceReader } from '../src/trace/reader.ts';
 import { importLackey } from '../src/trace/lackey.ts';
 import { EventCollector } from '../src/trace/block.ts';
 import { buildWorkload, findProgram } from '../src/record/toolchain.ts';
+import { kvmUnavailable } from '../src/backend.ts';
+import { TraceWriter } from '../src/trace/writer.ts';
+import { EV_READ, EV_WRITE } from '../src/trace/events.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const bin = join(root, 'bin', 'granule.js');
@@ -220,6 +223,27 @@ test('record end to end: a workload natively (valgrind) and as wasm, then replay
   const allocs = (f: string) => JSON.parse(run(['trace', 'info', f, '--json']).out).counts[4];
   assert.ok(existsSync(join(dir, 'kv-native.grt')));
   assert.is(allocs('kv-native.grt'), allocs('kv-wasm.grt'));
+});
+
+test('replay --backend kvm runs the trace on real hardware and agrees with the simulator', async () => {
+  const why = kvmUnavailable();
+  if (why) { console.log(`  skipped: KVM is not available here: ${why.split('\n')[0]}`); return; }
+  const w = TraceWriter.create(join(dir, 'high.grt'), { source: 'hand', pageSize: 4096 });
+  for (let i = 0; i < 400; i++) {
+    w.access(EV_WRITE, 0x4000000 + ((i * 7919) % (8 * 4096)), 8);
+    w.access(EV_READ, 0x1ffeff0000 + ((i * 104729) % (4 * 4096)), 4);
+  }
+  w.close();
+  const sim = run(['replay', 'high.grt', '--json', '-e', '100', '-g', '4096,64']);
+  const kvm = run(['replay', 'high.grt', '--json', '-e', '100', '-g', '4096,64', '--backend', 'kvm']);
+  assert.is(kvm.code, 0, kvm.err);
+  const a = JSON.parse(sim.out), b = JSON.parse(kvm.out);
+  assert.is(b.backend.name, 'kvm');
+  assert.match(b.backend.reason, /KVM on Linux/);
+  assert.equal(b.epochs.map((e: any) => [e.units, e.faults]), a.epochs.map((e: any) => [e.units, e.faults]));
+  const text = run(['replay', 'high.grt', '-e', '100', '--backend', 'kvm']);
+  assert.match(text.out, /KVM \(the guest's trace player and in-guest #PF monitor\)/);
+  rmSync(join(dir, 'high.grt'));
 });
 
 test.run();
