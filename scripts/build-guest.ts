@@ -1,4 +1,5 @@
-// Builds the KVM guest: build/hw/guest.bin (a flat image, loaded at GPA 0x10000; docs/guest.md)
+// Builds the KVM guest: build/hw/guest.bin (a flat image, loaded at GPA 0x10000 and linked to run at
+// GVA 0xffffffff80010000, the upper half; docs/guest.md)
 // from hw/guest/kernel.S, player.c and guest.ld, and build/hw/guest-harness, the standalone KVM
 // test of it (hw/guest/harness.c). Outputs are rebuilt only when a source is newer, and written
 // to a temporary name beside the target and renamed, so a failed build leaves nothing half-written.
@@ -49,8 +50,10 @@ type Tool = keyof typeof TOOLS;
 // Freestanding and position-dependent: the image runs at fixed addresses with no libc, no SSE
 // state (the guest never enables or saves it), and nothing below RSP that an exception frame could
 // clobber. CET and stack-protector code would need runtime support the guest does not have.
+// -mcmodel=kernel: the image is linked in the top 2 GiB (GG_KBASE), where addresses are
+// sign-extended 32-bit values, as in the Linux kernel.
 const GUEST_CFLAGS = [
-  '-O2', '-ffreestanding', '-nostdlib', '-mno-red-zone', '-mgeneral-regs-only', '-fno-pic', '-fno-pie', '-static',
+  '-O2', '-ffreestanding', '-nostdlib', '-mno-red-zone', '-mgeneral-regs-only', '-mcmodel=kernel', '-fno-pic', '-fno-pie', '-static',
   '-fno-stack-protector', '-fno-asynchronous-unwind-tables', '-fcf-protection=none', '-fno-builtin',
   '-Wall', '-Wextra', '-Werror',
 ];

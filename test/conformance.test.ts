@@ -20,7 +20,7 @@ const why = kvmUnavailable();
 if (why) console.log(`conformance.test.ts: the KVM side is not run:\n${why}`);
 
 const PAGE = 4096;
-const HEAP = 0x5500_0000_0000;
+const HEAP_BASE = 0x5500_0000_0000;
 const UNMAPPED = 0x3300_0000_0000;
 
 /** One access of a scenario: offset into the V region (all V pages back to back), size, store bytes. */
@@ -36,6 +36,8 @@ interface Scenario {
   remapBefore: number;
   /** in this epoch the run goes without the handler first, so the first protected write is a reported fault */
   strictEpoch: number;
+  /** GVA of the first V page (default HEAP_BASE) */
+  base?: number;
 }
 
 /** What a backend did: everything the backends must agree on. */
@@ -55,7 +57,7 @@ const harvests = (s: Scenario, e: number) => e % 2 === 1 || e === s.epochs.lengt
 const planeOf = (s: Scenario, v: number, remapped: boolean) => (Math.floor(v / s.frames) + (remapped && v % 5 === 0 ? 1 : 0)) % s.planes;
 
 async function runScenario(mmu: Mmu, s: Scenario): Promise<Observed> {
-  const F = s.frames, V = vpages(s);
+  const F = s.frames, V = vpages(s), HEAP = s.base ?? HEAP_BASE;
   for (let p = 0; p < s.planes; p++) mmu.mapPlane(kvmPlaneGpa(p), 0, F);
   for (let v = 0; v < V; v++) mmu.mapGva(BigInt(HEAP + v * PAGE), kvmPlaneGpa(planeOf(s, v, false)) + BigInt((v % F) * PAGE), 1);
   const obs: Observed = { dirty: [], pf: [], ept: [], strictFault: null!, unmappedFault: null!, frames: new Uint8Array(F * PAGE) };
@@ -106,7 +108,7 @@ async function runScenario(mmu: Mmu, s: Scenario): Promise<Observed> {
  * in-guest monitor's fault order), the plane pages written between harvests, and the bytes.
  */
 function model(s: Scenario): { dirty: number[][]; ept: number[][][]; frames: Uint8Array } {
-  const F = s.frames, V = vpages(s);
+  const F = s.frames, V = vpages(s), HEAP = s.base ?? HEAP_BASE;
   const frames = new Uint8Array(F * PAGE);
   const prot = new Uint8Array(V);
   const dirty: number[][] = [], ept: number[][][] = [];
@@ -183,6 +185,8 @@ const scenarios: [string, () => Scenario][] = [
   ['seeded, 16 frames on 4 planes', () => seeded(12, 16, 4, 4, 2000)],
   ['seeded, 96 frames on 2 planes', () => seeded(13, 96, 2, 4, 5000)],
   ['kvstore-native.grt, first 40000 accesses', () => fromTrace('kvstore-native.grt', 40000, 64, 3, 5)],
+  // GVA 0 up: where the KVM guest's system region sat before it moved to the upper half.
+  ['seeded, 32 frames on 2 planes at GVA 0', () => ({ ...seeded(14, 32, 2, 4, 2000), base: 0 })],
 ];
 
 for (const [name, make] of scenarios) {

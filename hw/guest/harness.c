@@ -35,6 +35,9 @@
 #define DATA_PAGES 1024
 #define DATA_SIZE (DATA_PAGES * 4096)
 #define UNMAPPED_GVA UINT64_C(0x5000000000)
+/* Data pages 0..LOW_PAGES-1 are also mapped at GVA 0 up (the lower half is all the trace's). */
+#define LOW_GVA UINT64_C(0)
+#define LOW_PAGES 8
 
 #define LEAF_SYS (PTE_P | PTE_A | PTE_D)
 #define TABLE_FLAGS (PTE_P | PTE_RW | PTE_US | PTE_A)
@@ -116,23 +119,29 @@ static void map_range(struct vm *vm, uint64_t gva, uint64_t gpa, uint64_t len, u
   for (uint64_t o = 0; o < len; o += 4096) *leaf(vm, gva + o) = (gpa + o) | flags;
 }
 
+/* System-region GPAs [gpa, gpa + len) at their upper-half GVAs, GG_GVA(gpa). */
+static void map_sys(struct vm *vm, uint64_t gpa, uint64_t len, uint64_t flags) { map_range(vm, GG_GVA(gpa), gpa, len, flags); }
+
 static void build_page_tables(struct vm *vm) {
   vm->pt_next = GG_PT_GPA;
   vm->pml4 = alloc_table(vm);
   table(vm, vm->pml4)[GG_PT_SELF_SLOT] = vm->pml4 | PTE_P | PTE_RW | PTE_A;
   const uint64_t U = PTE_US, W = PTE_RW, X = PTE_XD;
-  map_range(vm, GG_CB_GPA, GG_CB_GPA, 4096, LEAF_SYS | U | W | X);
-  map_range(vm, GG_IMAGE_GPA, GG_IMAGE_GPA, 0x10000, LEAF_SYS);
-  map_range(vm, GG_PLAYER_GPA, GG_PLAYER_GPA, 0x10000, LEAF_SYS | U);
-  map_range(vm, GG_TABLES_GPA, GG_TABLES_GPA, 4096, LEAF_SYS | W | X);
-  map_range(vm, GG_KSTACK_GPA, GG_KSTACK_GPA, GG_KSTACK_TOP - GG_KSTACK_GPA, LEAF_SYS | W | X);
-  map_range(vm, GG_USTACK_GPA, GG_USTACK_GPA, GG_USTACK_TOP - GG_USTACK_GPA, LEAF_SYS | U | W | X);
-  map_range(vm, GG_SYNC_GPA, GG_SYNC_GPA, GG_RING_GPA - GG_SYNC_GPA, LEAF_SYS | X);
-  map_range(vm, GG_RING_GPA, GG_RING_GPA, GG_REC_GPA - GG_RING_GPA, LEAF_SYS | W | X);
-  map_range(vm, GG_REC_GPA, GG_REC_GPA, GG_PT_GPA - GG_REC_GPA, LEAF_SYS | U | X);
+  map_sys(vm, GG_CB_GPA, 4096, LEAF_SYS | U | W | X);
+  map_sys(vm, GG_IMAGE_GPA, 0x10000, LEAF_SYS);
+  map_sys(vm, GG_PLAYER_GPA, 0x10000, LEAF_SYS | U);
+  map_sys(vm, GG_TABLES_GPA, 4096, LEAF_SYS | W | X);
+  map_sys(vm, GG_KSTACK_GPA, GG_KSTACK_TOP - GG_KSTACK_GPA, LEAF_SYS | W | X);
+  map_sys(vm, GG_USTACK_GPA, GG_USTACK_TOP - GG_USTACK_GPA, LEAF_SYS | U | W | X);
+  map_sys(vm, GG_SYNC_GPA, GG_RING_GPA - GG_SYNC_GPA, LEAF_SYS | X);
+  map_sys(vm, GG_RING_GPA, GG_REC_GPA - GG_RING_GPA, LEAF_SYS | W | X);
+  map_sys(vm, GG_REC_GPA, GG_PT_GPA - GG_REC_GPA, LEAF_SYS | U | X);
   /* Page-table pages come last so the mapping covers the tables the loop itself allocates. */
-  map_range(vm, GG_PT_GPA, GG_PT_GPA, GG_SYS_SIZE - GG_PT_GPA, LEAF_SYS | W | X);
+  map_sys(vm, GG_PT_GPA, GG_SYS_SIZE - GG_PT_GPA, LEAF_SYS | W | X);
   map_range(vm, DATA_GVA, DATA_GPA, DATA_SIZE, LEAF_SYS | U | W | X);
+  /* The first data pages again at the bottom of the lower half, GVA 0 up, where the system region
+   * sat before it moved to the upper half: a trace may use those GVAs now (test_low). */
+  map_range(vm, LOW_GVA, DATA_GPA, LOW_PAGES * 4096, LEAF_SYS | U | W | X);
 }
 
 static uint64_t *data_pte(struct vm *vm, unsigned page) { return leaf(vm, DATA_GVA + page * UINT64_C(4096)); }
@@ -191,10 +200,10 @@ static void enter_long_mode(struct vm *vm) {
   struct kvm_segment data = {.base = 0, .limit = 0xffffffff, .selector = GG_SEL_KDATA, .type = 3, .present = 1, .dpl = 0, .db = 1, .s = 1, .l = 0, .g = 1};
   s.cs = code;
   s.ds = s.es = s.fs = s.gs = s.ss = data;
-  s.tr = (struct kvm_segment){.base = GG_TSS_GPA, .limit = GG_TSS_LIMIT, .selector = GG_SEL_TSS, .type = 11, .present = 1};
-  s.gdt.base = GG_GDT_GPA;
+  s.tr = (struct kvm_segment){.base = GG_GVA(GG_TSS_GPA), .limit = GG_TSS_LIMIT, .selector = GG_SEL_TSS, .type = 11, .present = 1};
+  s.gdt.base = GG_GVA(GG_GDT_GPA);
   s.gdt.limit = 63;
-  s.idt.base = GG_IDT_GPA;
+  s.idt.base = GG_GVA(GG_IDT_GPA);
   s.idt.limit = GG_IDT_VECTORS * 16 - 1;
   s.cr0 = 0x80050033; /* PG AM WP NE ET MP PE */
   s.cr4 = 0x620;      /* OSXMMEXCPT OSFXSR PAE */
@@ -202,8 +211,8 @@ static void enter_long_mode(struct vm *vm) {
   s.cr3 = vm->pml4;
   IOCTL(vm->vcpu, KVM_SET_SREGS, &s);
   struct kvm_regs r = {0};
-  r.rip = GG_IMAGE_GPA;
-  r.rsp = GG_KSTACK_TOP;
+  r.rip = GG_GVA(GG_IMAGE_GPA);
+  r.rsp = GG_GVA(GG_KSTACK_TOP);
   r.rflags = 2;
   IOCTL(vm->vcpu, KVM_SET_REGS, &r);
 }
@@ -301,9 +310,9 @@ static struct gg_record *add(struct batch *b, uint64_t gva, uint8_t kind, uint8_
   return r;
 }
 
-/* A store of `size` random bytes (or the fill byte) at data offset `off`. */
-static void store(struct batch *b, uint64_t off, uint8_t size, int with_value) {
-  struct gg_record *r = add(b, DATA_GVA + off, ACC_WRITE | (with_value ? ACC_VALUE : 0), size);
+/* A store of `size` random bytes (or the fill byte) at data offset `off`, through GVA `gva`. */
+static void store_via(struct batch *b, uint64_t gva, uint64_t off, uint8_t size, int with_value) {
+  struct gg_record *r = add(b, gva, ACC_WRITE | (with_value ? ACC_VALUE : 0), size);
   for (unsigned k = 0; k < size; k++) {
     uint8_t v = with_value ? rand8() : GG_FILL_BYTE;
     if (with_value) values(b->vm)[b->vals + k] = v;
@@ -312,15 +321,18 @@ static void store(struct batch *b, uint64_t off, uint8_t size, int with_value) {
   if (with_value) r->value = b->vals, b->vals += size;
 }
 
+static void store(struct batch *b, uint64_t off, uint8_t size, int with_value) { store_via(b, DATA_GVA + off, off, size, with_value); }
+
 static uint64_t chunk(const uint8_t *p, unsigned n) {
   uint64_t v = 0;
   memcpy(&v, p, n);
   return v;
 }
 
-/* A load, and its contribution to gc_load_xor per the chunking rule of granule_guest.h. */
-static void load(struct batch *b, uint64_t off, uint8_t size, uint8_t kind) {
-  add(b, DATA_GVA + off, kind, size);
+/* A load through GVA `gva` of data offset `off`, and its contribution to gc_load_xor per the
+ * chunking rule of granule_guest.h. */
+static void load_via(struct batch *b, uint64_t gva, uint64_t off, uint8_t size, uint8_t kind) {
+  add(b, gva, kind, size);
   const uint8_t *p = b->expect + off;
   if (kind == ACC_FETCH) b->xor ^= p[0];
   else if (size == 1 || size == 2 || size == 4 || size == 8) b->xor ^= chunk(p, size);
@@ -329,6 +341,8 @@ static void load(struct batch *b, uint64_t off, uint8_t size, uint8_t kind) {
   else
     for (unsigned k = 0; k < size; k++) b->xor ^= p[k];
 }
+
+static void load(struct batch *b, uint64_t off, uint8_t size, uint8_t kind) { load_via(b, DATA_GVA + off, off, size, kind); }
 
 static unsigned play(struct vm *vm, uint64_t start, uint64_t count, uint64_t repeat) {
   cb(vm)->gc_start = start;
@@ -415,6 +429,22 @@ static void test_play(struct vm *vm, struct batch *b) {
   check(code == GG_EXIT_BATCH_DONE && cb(vm)->gc_next == start + 1 && vm->data[80 * 4096] == GG_FILL_BYTE && vm->data[80 * 4096 + 1] == GG_FILL_BYTE &&
             vm->data[80 * 4096 + 2] == 0,
         "offset batch: [%llu, +1) stores 2 fill bytes", (unsigned long long)start);
+}
+
+/* Trace GVAs at the bottom of the lower half, where the system region used to be identity-mapped:
+ * GVA 0 itself, the old control block's page (a trace store there must not reach the real one, now
+ * in the upper half) and a straddle between two low pages. */
+static void test_low(struct vm *vm, struct batch *b) {
+  batch_begin(b, vm);
+  store_via(b, LOW_GVA, 0, 8, 1);
+  store_via(b, LOW_GVA + GG_CB_GPA + GC_RING_HEAD, GG_CB_GPA + GC_RING_HEAD, 8, 1);
+  store_via(b, LOW_GVA + 0x15cc, 0x15cc, 4, 1);
+  store_via(b, LOW_GVA + 0x2ffc, 0x2ffc, 8, 0);
+  load_via(b, LOW_GVA + 0x15c8, 0x15c8, 16, ACC_READ);
+  load_via(b, DATA_GVA, 0, 8, ACC_READ); /* the same frame through its other GVA */
+  load_via(b, LOW_GVA + 0x2ffc, 0x2ffc, 8, ACC_READ);
+  check_batch_done(b, batch_run(b), "low GVAs");
+  check(cb(vm)->gc_ring_head == 0, "low GVAs: a trace store to GVA 0x%x leaves the control block alone", GG_CB_GPA + GC_RING_HEAD);
 }
 
 static void test_monitor(struct vm *vm, struct batch *b) {
@@ -587,7 +617,7 @@ static void test_fault(struct vm *vm) {
   check(c->gc_fault_vector == GG_VEC_PF && c->gc_fault_error == (PFEC_WR | PFEC_US) && c->gc_fault_cr2 == UNMAPPED_GVA + 0x123,
         "fault: vector %llu, error code %llu, CR2 0x%llx (want 14, 6, 0x%llx)", (unsigned long long)c->gc_fault_vector,
         (unsigned long long)c->gc_fault_error, (unsigned long long)c->gc_fault_cr2, (unsigned long long)(UNMAPPED_GVA + 0x123));
-  check((c->gc_fault_cs & 3) == 3 && c->gc_fault_rip >= GG_PLAYER_GPA && c->gc_fault_rip < GG_PLAYER_GPA + 0x10000 && c->gc_next == 1,
+  check((c->gc_fault_cs & 3) == 3 && c->gc_fault_rip >= GG_GVA(GG_PLAYER_GPA) && c->gc_fault_rip < GG_GVA(GG_PLAYER_GPA) + 0x10000 && c->gc_next == 1,
         "fault: at CPL3 in the player (rip 0x%llx), gc_next %llu names the record", (unsigned long long)c->gc_fault_rip, (unsigned long long)c->gc_next);
   check(run(vm) == GG_EXIT_FAULT, "fault: resuming exits FAULT again");
 }
@@ -614,6 +644,7 @@ int main(int argc, char **argv) {
   test_boot(&vm);
   if (failures) return 1; /* nothing else can work */
   test_play(&vm, &b);
+  test_low(&vm, &b);
   test_monitor(&vm, &b);
   test_ring_full(&vm, &b);
   test_bad_batch(&vm);

@@ -6,15 +6,16 @@
  * On PVM hosts every guest CPL0 instruction is emulated (tens of microseconds per trip into CPL0),
  * so this file is written for instruction count, not elegance: the #PF fast path is 30
  * instructions, init 16, and every address is a link-time constant (the image always loads at
- * GG_IMAGE_GPA).
+ * GG_IMAGE_GPA and runs at GG_GVA(GG_IMAGE_GPA), in the top 2 GiB, so every constant address is a
+ * sign-extended 32-bit immediate or displacement).
  *
  * Pieces sit at fixed image offsets (.org) so that the IDT, a static blob here, can hold their
  * addresses as plain constants: gas cannot split a relocatable address into gate fields.
  */
 #include "granule_guest.h"
 
-#define CB(off) (GG_CB_GPA + (off))
-#define IMG(off) (GG_IMAGE_GPA + (off))
+#define CB(off) GG_GVA(GG_CB_GPA + (off))
+#define IMG(off) GG_GVA(GG_IMAGE_GPA + (off))
 
 #define OFF_INIT 0x40
 #define OFF_STUBS 0x200 /* 32 exception stubs of 16 bytes */
@@ -49,9 +50,9 @@ guest_entry:
  */
 	.org OFF_INIT
 init:
-	mov $GG_KSTACK_TOP, %esp
+	mov $GG_GVA(GG_KSTACK_TOP), %rsp
 	lea tables(%rip), %rsi
-	mov $GG_TABLES_GPA, %edi
+	mov $GG_GVA(GG_TABLES_GPA), %rdi
 	mov $(GG_TABLES_SIZE / 8), %ecx
 	cld
 	rep movsq
@@ -60,10 +61,10 @@ init:
 	mov $GG_SEL_TSS, %eax
 	ltr %ax
 	pushq $GG_SEL_UDATA
-	pushq $GG_USTACK_TOP
+	pushq $GG_GVA(GG_USTACK_TOP) /* pushq sign-extends its 32-bit immediate */
 	pushq $0x3002 /* IOPL 3, reserved bit 1 */
 	pushq $GG_SEL_UCODE
-	pushq $GG_PLAYER_GPA
+	pushq $GG_GVA(GG_PLAYER_GPA)
 	iretq
 
 /* Exception stubs: make every frame look alike (vector, error code, CPU frame) for the reporter. */
@@ -82,6 +83,8 @@ init:
  * while the vCPU was stopped take effect: re-storing each listed paging-structure entry from CPL0
  * is a guest write the hypervisor sees (a shadow-paging host, like PVM, otherwise keeps using its
  * stale shadow of the entry), and the CR3 reload drops the guest TLB (enough on EPT hosts).
+ * The list holds GPAs; the page-table area is mapped at GG_GVA(gpa), i.e. gpa + GG_KBASE, and
+ * GG_KBASE (-2^31) is the instructions' sign-extended displacement.
  */
 	.org OFF_SYNC
 sync_entry:
@@ -90,9 +93,9 @@ sync_entry:
 	push %rdx
 	mov CB(GC_SYNC_COUNT), %rcx
 	jrcxz 2f
-1:	mov (GG_SYNC_GPA - 8)(, %rcx, 8), %rdx
-	mov (%rdx), %rax
-	mov %rax, (%rdx)
+1:	mov GG_GVA(GG_SYNC_GPA - 8)(, %rcx, 8), %rdx
+	mov GG_KBASE(%rdx), %rax
+	mov %rax, GG_KBASE(%rdx)
 	loop 1b
 	mov %rcx, CB(GC_SYNC_COUNT)
 2:	mov %cr3, %rax
@@ -131,7 +134,7 @@ pf_entry:
 	and $-4096, %rcx
 	invlpg (%rcx)
 	mov CB(GC_RING_HEAD), %rax
-	mov %rcx, GG_RING_GPA(, %rax, 8)
+	mov %rcx, GG_GVA(GG_RING_GPA)(, %rax, 8)
 	inc %rax
 	mov %rax, CB(GC_RING_HEAD)
 	incq CB(GC_PF_COUNT)
@@ -172,11 +175,11 @@ report:
 	out %eax, %dx
 	jmp 1b
 
-/* GDT, IDT and TSS, copied by init to GG_TABLES_GPA (they must be writable: ltr marks the TSS
+/* GDT, IDT and TSS, copied by init to GG_GVA(GG_TABLES_GPA) (they must be writable: ltr marks the TSS
  * descriptor busy, and the image's pages are read-only). */
 .macro gate addr, dpl
 	.quad ((\addr) & 0xffff) | (GG_SEL_KCODE << 16) | ((0x8e | ((\dpl) << 5)) << 40) | ((((\addr) >> 16) & 0xffff) << 48)
-	.quad (\addr) >> 32
+	.quad ((\addr) >> 32) & 0xffffffff /* offset 63:32, then 32 reserved zero bits */
 .endm
 
 #define TABLE(gpa) (OFF_TABLES + (gpa) - GG_TABLES_GPA)
@@ -189,8 +192,8 @@ tables:
 	.quad 0x00cff2000000ffff /* GG_SEL_UDATA: DPL 3 */
 	.quad 0x00affa000000ffff /* GG_SEL_UCODE: 64-bit code, DPL 3 */
 	/* GG_SEL_TSS: available 64-bit TSS */
-	.quad GG_TSS_LIMIT | ((GG_TSS_GPA & 0xffffff) << 16) | (0x89 << 40) | (((GG_TSS_GPA >> 24) & 0xff) << 56)
-	.quad GG_TSS_GPA >> 32
+	.quad GG_TSS_LIMIT | ((GG_GVA(GG_TSS_GPA) & 0xffffff) << 16) | (0x89 << 40) | (((GG_GVA(GG_TSS_GPA) >> 24) & 0xff) << 56)
+	.quad (GG_GVA(GG_TSS_GPA) >> 32) & 0xffffffff
 	.quad 0
 
 	.org TABLE(GG_IDT_GPA)
@@ -208,7 +211,7 @@ tables:
 
 	.org TABLE(GG_TSS_GPA)
 	.long 0
-	.quad GG_KSTACK_TOP /* RSP0: the stack for exceptions from CPL3 */
+	.quad GG_GVA(GG_KSTACK_TOP) /* RSP0: the stack for exceptions from CPL3 */
 	.fill 11, 8, 0 /* RSP1, RSP2, reserved, IST1..7, reserved */
 	.word 0
 	.word 104 /* the I/O permission bitmap follows */
@@ -222,12 +225,12 @@ tables:
 
 gdtr:
 	.word 8 * 8 - 1
-	.quad GG_GDT_GPA
+	.quad GG_GVA(GG_GDT_GPA)
 idtr:
 	.word GG_IDT_VECTORS * 16 - 1
-	.quad GG_IDT_GPA
+	.quad GG_GVA(GG_IDT_GPA)
 
-/* The player's entry, first thing in its part of the image (GG_PLAYER_GPA). iretq leaves RSP
+/* The player's entry, first thing in its part of the image (GG_GVA(GG_PLAYER_GPA)). iretq leaves RSP
  * 16-byte aligned; the call makes it look like any C function's entry. */
 	.section .player.entry, "ax"
 	.globl player_entry

@@ -9,9 +9,10 @@
  */
 #include "granule_guest.h"
 
-#define CB ((volatile struct gg_control *)GG_CB_GPA)
-#define RECORDS ((const volatile struct gg_record *)GG_REC_GPA)
-#define VALUES ((const volatile uint8_t *)GG_VAL_GPA)
+/* The guest sees its system region in the upper half (GG_GVA); the lower half is the trace's. */
+#define CB ((volatile struct gg_control *)GG_GVA(GG_CB_GPA))
+#define RECORDS ((const volatile struct gg_record *)GG_GVA(GG_REC_GPA))
+#define VALUES ((const volatile uint8_t *)GG_GVA(GG_VAL_GPA))
 
 static const uint8_t fill[64] = {
 #define F8 GG_FILL_BYTE, GG_FILL_BYTE, GG_FILL_BYTE, GG_FILL_BYTE, GG_FILL_BYTE, GG_FILL_BYTE, GG_FILL_BYTE, GG_FILL_BYTE

@@ -10,13 +10,15 @@
 #define GRANULE_GUEST_H
 
 /* Bumped whenever a number or a field meaning below changes; the guest reports it (gc_abi). */
-#define GG_ABI_VERSION 1
+#define GG_ABI_VERSION 2
 /* "granuleG" little-endian: written to gc_magic by the player before exit INIT, and stored at
  * byte 8 of guest.bin so a host can check the image before loading it. */
 #define GG_MAGIC 0x47656c756e617267
 
-/* ---- Guest-physical layout of the system region (memslot 0, GPA 0, identity-mapped: GVA == GPA).
- * Guest mapping per range, as the host must write it in the guest page tables:
+/* ---- Guest-physical layout of the system region (memslot 0, 16 MiB at GPA 0), and where the guest
+ * sees it: like a kernel, in the upper half, at GVA GG_KBASE + GPA (GG_GVA(gpa)). The whole lower
+ * canonical half (GVA 0 .. 2^47) is left to the trace; the upper half is the guest's.
+ * Guest mapping per range (GVA = GG_GVA(GPA)), as the host must write it in the guest page tables:
  *   0x000000-0x000fff  not present (null page)
  *   0x001000-0x001fff  control block                        user RW, XD
  *   0x010000-0x01ffff  guest image, CPL0 part                supervisor R, executable
@@ -29,8 +31,14 @@
  *   0x200000-0x5fffff  batch records                         user R, XD
  *   0x600000-0x7fffff  batch value area                      user R, XD
  *   0x800000-0xffffff  guest page-table pages (host-owned)   supervisor RW, XD
- * Everything else in the region: not present. Non-leaf entries: P|RW|US (leaves decide).
+ * Everything else in the region: not present. Non-leaf entries: P|RW|US (leaves decide; U/S=1 on
+ * upper-half pages is fine in 4-level paging, so CPL3 reaches the user pages above).
  */
+/* GVA of GPA 0: PML4[511], PDPT[510], the top 2 GiB, where Linux links its kernel. Every system
+ * GVA then fits a sign-extended 32-bit immediate or displacement (gcc's -mcmodel=kernel), so the
+ * CPL0 code keeps its one-instruction constant addressing: no movabs, no extra instructions. */
+#define GG_KBASE 0xffffffff80000000
+#define GG_GVA(gpa) (GG_KBASE + (gpa))
 #define GG_SYS_SIZE 0x1000000
 #define GG_CB_GPA 0x1000
 #define GG_IMAGE_GPA 0x10000 /* guest.bin is loaded here; the entry point is its first byte */
@@ -60,7 +68,8 @@
  * not user). Then the leaf PTE of any lower-half GVA v sits at GVA
  * GG_PT_SELF_BASE + (v >> 12) * 8, which is how the #PF handler finds it in four instructions
  * instead of a 20-instruction walk (guest CPL0 code is emulated on PVM hosts). The slot takes
- * GVAs 0xffffff0000000000-0xffffff7fffffffff; the rest of the address space is the host's. */
+ * GVAs 0xffffff0000000000-0xffffff7fffffffff, next to the system region's PML4[511]; the lower
+ * half is the trace's, and no other upper-half GVA is mapped. */
 #define GG_PT_SELF_SLOT 510
 #define GG_PT_SELF_BASE 0xffffff0000000000
 
@@ -101,7 +110,7 @@
 #define GG_FILL_BYTE 0x5a
 
 /* ---- Control block at GG_CB_GPA (user RW: the player writes its fields; so does the handler).
- * Every field is a u64 so assembly addresses it as GG_CB_GPA + GC_*; byte offsets below.
+ * Every field is a u64 so assembly addresses it as GG_GVA(GG_CB_GPA) + GC_*; byte offsets below.
  * "host" = written by the host while the vCPU is stopped; "player" / "handler" = written by the
  * guest while it runs. */
 #define GC_MAGIC 0 /* player: GG_MAGIC, set before exit INIT */
@@ -114,7 +123,8 @@
 #define GC_LOAD_XOR 48 /* player, at exit 1: XOR of every value loaded in the batch (see below) */
 #define GC_SYNC 56 /* host sets nonzero to have the player call the sync service (int3) before
                       its next batch; the player clears it. The service re-stores the
-                      gc_sync_count PTEs listed at GG_SYNC_GPA, then reloads CR3. */
+                      gc_sync_count PTEs listed at GG_SYNC_GPA (by GPA: it reaches each at
+                      GG_GVA(gpa)), then reloads CR3. */
 #define GC_RING_HEAD 64 /* handler: entries written to the dirty ring; host resets it to 0 after
                            draining entries [0, head) */
 #define GC_RING_CAP 72 /* host: ring capacity in entries, 1..GG_RING_MAX */
@@ -217,6 +227,8 @@ _Static_assert(GG_GDT_GPA + 64 <= GG_IDT_GPA && GG_IDT_GPA + GG_IDT_VECTORS * 16
                "tables blob");
 _Static_assert(GG_TSS_LIMIT == 104 + GG_EXIT_PORT / 8 + 1, "the I/O bitmap ends right after the exit port's byte");
 _Static_assert(GG_SYNC_GPA + GG_SYNC_MAX * 8 == GG_RING_GPA, "sync list area");
+_Static_assert(GG_KBASE == 0xffffffff80000000 && GG_SYS_SIZE <= 0x80000000,
+               "the system region's GVAs must stay in the top 2 GiB (sign-extended 32-bit addressing)");
 #endif
 
 #endif

@@ -23,9 +23,11 @@ import { DEFAULT_KVM_DEVICE } from './native.ts';
 
 /** Numbers of hw/include/granule_guest.h (the authority; test/hw-kvm-mmu.test.ts checks these against it). */
 export const GG = {
-  ABI_VERSION: 1,
+  ABI_VERSION: 2,
   MAGIC: 0x47656c756e617267n,
   SYS_SIZE: 0x1000000,
+  /** GVA of system-region GPA 0: the guest lives in the upper half, the lower half is the trace's */
+  KBASE: 0xffffffff80000000n,
   CB_GPA: 0x1000,
   IMAGE_GPA: 0x10000,
   IMAGE_MAX: 0x20000,
@@ -119,8 +121,12 @@ const hex = (v: bigint | number) => '0x' + v.toString(16);
 const P = Number(PTE_P), RW = Number(PTE_RW), US = Number(PTE_US), A = Number(PTE_A), D = Number(PTE_D), SW_WP = Number(PTE_SW_WP);
 const TABLE_FLAGS = P | RW | US | A;
 const LEAF_SYS = PTE_P | PTE_A | PTE_D;
-const SELF_BASE = 0xffffff0000000000n;
-const SELF_END = 0xffffff8000000000n;
+/** The lower canonical half, GVA 0 .. 2^47: all of it is the trace's on this backend. */
+const LOWER_END = 1n << 47n;
+/** GG.KBASE in the 48-bit form walk() takes. */
+const KBASE48 = Number(GG.KBASE & 0xffff_ffff_ffffn);
+/** GVA of system-region GPA `gpa` (GG_GVA of granule_guest.h). */
+const sysGva = (gpa: number): bigint => GG.KBASE + BigInt(gpa);
 
 /** Which KVM this is, for `reason`: PVM (shadow paging) or VT-x/AMD-V with their two-level paging. */
 export function describeKvmHost(): string {
@@ -272,11 +278,12 @@ export class KvmMmu implements Mmu {
     return t;
   }
 
-  private mapSys(gva: number, len: number, flags: bigint): void {
-    for (let o = 0; o < len; o += PAGE_SIZE) this.dv.setBigUint64(this.walk(gva + o, true), BigInt(gva + o) | flags, true);
+  /** Maps system-region GPAs [gpa, gpa + len) at their upper-half GVAs, GG.KBASE + gpa. */
+  private mapSys(gpa: number, len: number, flags: bigint): void {
+    for (let o = 0; o < len; o += PAGE_SIZE) this.dv.setBigUint64(this.walk(KBASE48 + gpa + o, true), BigInt(gpa + o) | flags, true);
   }
 
-  /** The system region's identity mapping (docs/guest.md, "Memory layout") and the self-map. */
+  /** The system region's upper-half mapping (docs/guest.md, "Memory layout") and the self-map. */
   private buildSystemTables(): void {
     this.dv.setBigUint64(this.pml4 + GG.PT_SELF_SLOT * 8, BigInt(this.pml4) | PTE_P | PTE_RW | PTE_A, true);
     const U = PTE_US, W = PTE_RW, X = PTE_XD;
@@ -300,15 +307,15 @@ export class KvmMmu implements Mmu {
     this.vcpu.setSregs({
       cs: { ...flat, selector: GG.SEL_KCODE, type: 11, db: 0, l: 1 },
       ds: data, es: data, fs: data, gs: data, ss: data,
-      tr: { base: BigInt(GG.TSS_GPA), limit: GG.TSS_LIMIT, selector: GG.SEL_TSS, type: 11, present: 1, dpl: 0, db: 0, s: 0, l: 0, g: 0, avl: 0, unusable: 0 },
-      gdt: { base: GG.GDT_GPA, limit: 63 },
-      idt: { base: GG.IDT_GPA, limit: GG.IDT_VECTORS * 16 - 1 },
+      tr: { base: sysGva(GG.TSS_GPA), limit: GG.TSS_LIMIT, selector: GG.SEL_TSS, type: 11, present: 1, dpl: 0, db: 0, s: 0, l: 0, g: 0, avl: 0, unusable: 0 },
+      gdt: { base: sysGva(GG.GDT_GPA), limit: 63 },
+      idt: { base: sysGva(GG.IDT_GPA), limit: GG.IDT_VECTORS * 16 - 1 },
       cr0: 0x80050033n, // PG AM WP NE ET MP PE
       cr4: 0x620n, // OSXMMEXCPT OSFXSR PAE
       efer: 0xd00n, // NXE LMA LME
       cr3: BigInt(this.pml4),
     });
-    this.vcpu.setRegs({ rip: GG.IMAGE_GPA, rsp: GG.KSTACK_TOP, rflags: 2 });
+    this.vcpu.setRegs({ rip: sysGva(GG.IMAGE_GPA), rsp: sysGva(GG.KSTACK_TOP), rflags: 2 });
     this.cbSet(GC.MAGIC, 0);
     this.freshMark = this.ptNext;
     const e = await this.kvmRun(performance.now() + this.o.runTimeoutMs, 'booting the guest');
@@ -389,11 +396,8 @@ export class KvmMmu implements Mmu {
     if (!canon(gva) || !canon(end) || (gva < 1n << 47n) !== (end < 1n << 47n)) {
       throw new RangeError(`${what}: GVA range ${hex(gva)}..${hex(end)} is not canonical (bits 63:47 must all equal)`);
     }
-    if (gva < BigInt(GG.SYS_SIZE)) {
-      throw new RangeError(`${what}: GVA range ${hex(gva)}..${hex(end)} overlaps 0..${hex(GG.SYS_SIZE - 1)}, the guest's own identity-mapped system region on the kvm backend; use higher GVAs`);
-    }
-    if (gva <= SELF_END - 1n && end >= SELF_BASE) {
-      throw new RangeError(`${what}: GVA range ${hex(gva)}..${hex(end)} overlaps ${hex(SELF_BASE)}..${hex(SELF_END - 1n)}, the guest's self-mapped page tables (PML4 slot ${GG.PT_SELF_SLOT}) on the kvm backend`);
+    if (gva >= LOWER_END) {
+      throw new RangeError(`${what}: GVA range ${hex(gva)}..${hex(end)} is in the upper half, which the kvm backend's guest keeps for itself (its system region at ${hex(GG.KBASE)}, its self-mapped page tables in PML4 slot ${GG.PT_SELF_SLOT}); use GVAs below ${hex(LOWER_END)}`);
     }
     return Number(gva & 0xffff_ffff_ffffn);
   }

@@ -91,15 +91,12 @@ export class Replayer {
   private nextFrame = 0;
   private readonly mapped = new Set<number>();
   private counterBase: number[];
-  /** GVAs the backend keeps for itself (the KVM guest's identity-mapped system region) */
-  private readonly reservedBelow: number;
 
   private constructor(readonly mmu: Mmu, o: Required<Pick<ReplayOptions, 'granularities' | 'epochWrites' | 'epochMarks'>>) {
     this.granularities = o.granularities;
     this.epochWrites = o.epochWrites;
     this.epochMarks = o.epochMarks;
     this.counterBase = this.counterArray();
-    this.reservedBelow = mmu.backend === 'kvm' ? 0x100_0000 : 0;
   }
 
   static async create(o: ReplayOptions = {}): Promise<Replayer> {
@@ -132,9 +129,6 @@ export class Replayer {
       if (k <= EV_FETCH) {
         const a = addr[i]!;
         const s = size[i]!;
-        if (a < this.reservedBelow) {
-          throw new ReplayError(`access at ${hex(a)}: on the ${this.mmu.backend} backend the guest's own system region occupies GVAs below ${hex(this.reservedBelow)}, so this trace cannot replay there yet; use --backend sim`);
-        }
         if (a + s > USER_LIMIT) {
           throw new ReplayError(`access at ${hex(a)} (${s} bytes) is above the 47-bit user half of the address space; granule replays user-space traces`);
         }
