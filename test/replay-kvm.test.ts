@@ -4,22 +4,13 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Replayer, type ReplayResult } from '../src/replay/replay.ts';
 import { kvmUnavailable } from '../src/backend.ts';
-import { EV_NAMES, type EventBlock, type TraceEvent } from '../src/trace/events.ts';
+import type { TraceEvent } from '../src/trace/events.ts';
 import { rng } from './support/rng.ts';
+import { toBlock } from './support/events.ts';
 
 const why = kvmUnavailable();
 if (why) console.log(`replay-kvm.test.ts: skipping, KVM is not available here:\n${why}`);
 
-function toBlock(events: TraceEvent[]): EventBlock {
-  const n = events.length;
-  const b: EventBlock = { count: n, kind: new Uint8Array(n), addr: new Float64Array(n), size: new Float64Array(n), arg: new Float64Array(n), valueOff: new Int32Array(n).fill(-1), values: new Uint8Array(0) };
-  events.forEach((e, i) => {
-    b.kind[i] = EV_NAMES.indexOf(e.type);
-    if ('addr' in e) b.addr[i] = e.addr;
-    if ('size' in e) b.size[i] = e.size;
-  });
-  return b;
-}
 
 async function replay(backend: 'sim' | 'kvm', events: TraceEvent[]): Promise<ReplayResult> {
   const r = await Replayer.create({ backend, granularities: [4096, 256, 64], epochWrites: 150, frames: 1024 });

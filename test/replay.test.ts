@@ -5,21 +5,9 @@ import * as assert from 'uvu/assert';
 import { rejects } from 'node:assert/strict';
 import { Replayer, type ReplayOptions, type ReplayResult } from '../src/replay/replay.ts';
 import { EpochBitmap } from '../src/replay/units.ts';
-import { EV_NAMES, type EventBlock, type TraceEvent } from '../src/trace/events.ts';
+import type { TraceEvent } from '../src/trace/events.ts';
+import { toBlock } from './support/events.ts';
 
-function toBlock(events: TraceEvent[]): EventBlock {
-  const n = events.length;
-  const b: EventBlock = { count: n, kind: new Uint8Array(n), addr: new Float64Array(n), size: new Float64Array(n), arg: new Float64Array(n), valueOff: new Int32Array(n).fill(-1), values: new Uint8Array(0) };
-  events.forEach((e, i) => {
-    b.kind[i] = EV_NAMES.indexOf(e.type);
-    if ('addr' in e) b.addr[i] = e.addr;
-    if ('size' in e) b.size[i] = e.size;
-    if (e.type === 'alloc') b.arg[i] = e.align;
-    if (e.type === 'realloc') b.arg[i] = e.newAddr;
-    if (e.type === 'thread') b.arg[i] = e.tid;
-  });
-  return b;
-}
 
 interface Expected { writes: number; idealBytes: number; units: Record<string, number>; pagesWritten: number }
 
