@@ -11,3 +11,20 @@ export function syncDir(dir: string): void {
     if (fd >= 0) try { fs.closeSync(fd); } catch { /* ignore */ }
   }
 }
+
+const unfinished = new Set<{ abort(): void }>();
+let exitHooked = false;
+
+/**
+ * Aborts `w` (removing its temp file) if the process exits before `finished(w)`: process.exit,
+ * an uncaught exception, or Ctrl-C through the CLI's handler. A kill -9 runs no hook.
+ */
+export function abortOnExit(w: { abort(): void }): void {
+  if (!exitHooked) {
+    exitHooked = true;
+    process.on('exit', () => { for (const x of unfinished) x.abort(); });
+  }
+  unfinished.add(w);
+}
+
+export function finished(w: { abort(): void }): void { unfinished.delete(w); }

@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { createHash, randomBytes, type Hash } from 'node:crypto';
 import * as zlib from 'node:zlib';
 import { putUvarint } from '../trace/format.ts';
-import { syncDir } from '../fsync.ts';
+import { syncDir, abortOnExit, finished } from '../fsync.ts';
 import {
   BLOCK_FLUSH_BYTES, CHAIN_ID_BYTES, CODEC_DEFLATE, CODEC_NONE, CheckpointError, DIGEST_BYTES, FORMAT_NAME, FRAME_BYTES,
   FRAME_LIMIT, KIND_BASE, KIND_INCREMENT, MANIFEST, MAX_BLOCK_RAW, VERSION_MAJOR, VERSION_MINOR, encodeBlockHeader,
@@ -61,17 +61,6 @@ export const _testHooks: {
   chainId?: Uint8Array;
 } = {};
 
-const openWriters = new Set<CheckpointWriter>();
-let exitHookInstalled = false;
-
-/** A process that exits in the middle of an epoch (process.exit from the units iterator) leaves no temp file. */
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.on('exit', () => {
-    for (const w of openWriters) w.abort();
-  });
-}
 
 export class CheckpointWriter {
   /** DIR must not exist or be empty (refused otherwise, naming it: nothing is ever overwritten). */
@@ -112,8 +101,7 @@ export class CheckpointWriter {
       if (created) try { fs.rmdirSync(dir); } catch { /* not empty after all: leave it */ }
       throw e;
     }
-    installExitHook();
-    openWriters.add(w);
+    abortOnExit(w);
     return w;
   }
 
@@ -182,7 +170,7 @@ export class CheckpointWriter {
     this.checkOpen();
     this.writeManifest(false, true);
     this.state = 'closed';
-    openWriters.delete(this);
+    finished(this);
     return { dir: this.dir, epochs: this.epochs.length, latest: this.latest, bytes: this.epochs.reduce((s, e) => s + e.bytes, 0) };
   }
 
@@ -190,7 +178,7 @@ export class CheckpointWriter {
   abort(): void {
     if (this.state !== 'open') return;
     this.state = 'aborted';
-    openWriters.delete(this);
+    finished(this);
     this.removeTemp();
   }
 

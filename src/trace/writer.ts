@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import * as zlib from 'node:zlib';
 import { ADDR_LIMIT, EV_ALLOC, EV_EPOCH, EV_FETCH, EV_FREE, EV_KINDS, EV_REALLOC, EV_THREAD } from './events.ts';
 import type { AccessKind, EventSink, KindCounts, TraceMeta } from './events.ts';
-import { syncDir } from '../fsync.ts';
+import { syncDir, abortOnExit, finished } from '../fsync.ts';
 import {
   ALIGN_CODE_EXPLICIT, ALIGN_CODE_SHIFT, CHUNK_FLUSH_BYTES, CHUNK_HEADER_BYTES, CODEC_BROTLI, CODEC_DEFLATE, CODEC_NAMES,
   CODEC_NONE, DEFAULT_CHUNK_EVENTS, FILE_HEADER_BYTES, MAGIC, MAX_CHUNK_EVENTS, MAX_EVENT_BYTES, MAX_META_BYTES,
@@ -40,17 +40,6 @@ export interface TraceSummary {
 // level 6's ratio on event payloads at several times its speed; brotli above 5 is far slower.
 const DEFAULT_LEVEL = { none: 0, deflate: 1, brotli: 4 } as const;
 
-const openWriters = new Set<TraceWriter>();
-let exitHookInstalled = false;
-
-/** A process that exits (process.exit, an uncaught exception) without close() or abort() leaves no temp file. */
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.on('exit', () => {
-    for (const w of openWriters) w.abort();
-  });
-}
 
 export class TraceWriter implements EventSink {
   /** Starts a trace at `path`; the events go to a temp file beside it until close(). */
@@ -93,8 +82,7 @@ export class TraceWriter implements EventSink {
       w.abort();
       throw e;
     }
-    installExitHook();
-    openWriters.add(w);
+    abortOnExit(w);
     return w;
   }
 
@@ -240,7 +228,7 @@ export class TraceWriter implements EventSink {
       throw e;
     }
     this.state = 'closed';
-    openWriters.delete(this);
+    finished(this);
     syncDir(path.dirname(this.path));
     return { path: this.path, events: this.total, counts: this.kindCounts.slice(), chunks: this.chunks, bytes: this.bytes };
   }
@@ -249,7 +237,7 @@ export class TraceWriter implements EventSink {
   abort(): void {
     if (this.state !== 'open') return;
     this.state = 'aborted';
-    openWriters.delete(this);
+    finished(this);
     if (this.fd >= 0) {
       try { fs.closeSync(this.fd); } catch { /* already failing; the unlink matters more */ }
       this.fd = -1;
