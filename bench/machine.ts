@@ -1,15 +1,11 @@
 // The machine a benchmark ran on, printed with every result: these are noisy 2-core VMs, and a
 // figure means little without the CPU, the Node version and the checkout it came from.
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { cpuModel } from '../src/host.ts';
 import os from 'node:os';
 
 export function machineInfo(root: string, watch: string[] = []) {
-  let cpu = os.cpus()[0]?.model ?? 'unknown';
-  try {
-    const m = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'));
-    if (m) cpu = m[1]!.trim();
-  } catch { /* not Linux */ }
+  const cpu = cpuModel();
   let git: string | null = null;
   try {
     git = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();

@@ -33,6 +33,7 @@ import { FrameAllocator, EptBuilder, GuestPtBuilder, addrMaskFor, PAGE_4K } from
 import { ACC_READ, ACC_WRITE, ACC_USER, ACC_VALUE, REC_SIZE, INVVPID_ALL } from '../src/consts.ts';
 import type { Counters } from '../src/counters.ts';
 import { machineInfo, median } from './machine.ts';
+import { rng } from '../test/support/rng.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const argv = process.argv.slice(2);
@@ -93,17 +94,6 @@ const nowNs = () => process.hrtime.bigint();
 const M = (r: number) => (r / 1e6).toFixed(r >= 1e8 ? 0 : r >= 1e7 ? 1 : 2);
 const hex = (v: bigint) => '0x' + v.toString(16);
 
-/** mulberry32: a small deterministic PRNG so every run uses the same streams. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function machine() {
   return {

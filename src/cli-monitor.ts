@@ -3,7 +3,7 @@ import { Command, Option } from 'commander';
 import { createHash } from 'node:crypto';
 import { createReadStream, statSync } from 'node:fs';
 import { UsageError, InputError, type Io } from './cli-io.ts';
-import { parseGranularities, bytes } from './cli-trace.ts';
+import { parseGranularities, parseCount, bytes } from './cli-trace.ts';
 import { runMonitor, type Layout } from './monitor/engine.ts';
 import { compareTrace, DEFAULT_COMPARE_GRANULARITIES, DEFAULT_COMPARE_MODES } from './monitor/compare.ts';
 import { MONITOR_MODES, type MonitorMode } from './layout/space.ts';
@@ -22,10 +22,7 @@ const num = (n: number) => n.toLocaleString('en-US');
 const PAGE = 4096;
 
 function parseEpochWrites(text: string | undefined): number {
-  if (text === undefined) return DEFAULT_EPOCH_WRITES;
-  const n = Number(text.replace(/_/g, ''));
-  if (!/^[0-9_]+$/.test(text) || !Number.isSafeInteger(n) || n < 1) throw new UsageError(`--epoch-writes must be a whole number of at least 1, got '${text}'`);
-  return n;
+  return text === undefined ? DEFAULT_EPOCH_WRITES : parseCount('--epoch-writes', text);
 }
 
 /** A granularity list for monitoring: 64..4096 bytes, or 'adaptive'. */
@@ -61,7 +58,7 @@ async function compareCommand(trace: string, o: { json?: boolean; html?: string;
   const epochWrites = parseEpochWrites(o.epochWrites);
   const granularities = o.granularity ? parseMonitorGranularities(o.granularity) : DEFAULT_COMPARE_GRANULARITIES;
   const modes = o.modes ? parseModes(o.modes) : DEFAULT_COMPARE_MODES;
-  const frames = o.frames ? Number(o.frames) : undefined;
+  const frames = o.frames ? parseCount('--frames', o.frames) : undefined;
   const r = await compareTrace(trace, {
     modes, granularities, epochWrites, frames, spp: o.spp !== false, block: !!o.block,
     onRun: io.tty ? (label, k, of) => io.err(`\r\x1b[2Kcompare: run ${k + 1} of ${of}: ${label}`) : undefined,
@@ -98,7 +95,7 @@ async function checkpointCommand(trace: string, o: { output: string; mode: Monit
   let closed = false;
   try {
     const r = await runMonitor(trace, {
-      mode: o.mode, layout: o.layout, granularity: g!, epochWrites, frames: o.frames ? Number(o.frames) : undefined,
+      mode: o.mode, layout: o.layout, granularity: g!, epochWrites, frames: o.frames ? parseCount('--frames', o.frames) : undefined,
       onEpoch: (e, units, space) => {
         if (e.index === 0) {
           const frames = [];

@@ -58,7 +58,7 @@ function progress(io: Io, label: string, total: number, unit: 'bytes' | 'events'
 // ---------------------------------------------------------------------------------------------
 // Argument parsing
 
-function parseCount(what: string, text: string): number {
+export function parseCount(what: string, text: string): number {
   if (!/^[0-9][0-9_]*$/.test(text)) throw new UsageError(`${what} '${text}' is not a whole number`);
   const n = Number(text.replace(/_/g, ''));
   if (!Number.isSafeInteger(n) || n < 1) throw new UsageError(`${what} must be at least 1, got ${text}`);

@@ -2,8 +2,8 @@
 // baseline), the trace's own pages for everything else, alias planes, per-frame granularity, and
 // the monitoring mechanisms that report dirty units.
 //
-// GPA space: plane p (0 <= p < 64) is the window [p * PLANE_STRIDE, ...); plane page
-// p * PLANE_STRIDE + f * 4096 maps to frame f in the EPT. A slab frame of class c has K = 4096 / c
+// GPA space: plane p (0 <= p < 64) starts at the backend's mmu.planeGpa(p) (p * PLANE_STRIDE on
+// the simulator); its page planeGpa(p) + f * 4096 maps to frame f in the EPT. A slab frame of class c has K = 4096 / c
 // slots and all K of its plane pages mapped when it is created; nothing in the EPT changes after.
 // The guest page table maps V(f, j) to the plane page of j's group leader: with groups of m slots,
 // leader(j) = floor(j / m) * m. Pages that are not slabs (large objects, the trace's own pages) use
@@ -118,7 +118,7 @@ export class MonitoredSpace {
     return f;
   }
 
-  private gpaOf(plane: number, frame: number): bigint { return BigInt(plane * PLANE_STRIDE + frame * PAGE); }
+  private gpaOf(plane: number, frame: number): bigint { return this.mmu.planeGpa(plane) + BigInt(frame * PAGE); }
 
   /** The allocator's map requests: slabs get K V pages onto K planes, large objects plain pages. */
   onMap = (r: MapRequest, granularity: number): void => {
@@ -303,7 +303,7 @@ export class MonitoredSpace {
   }
 
   private recordGpa(gpa: bigint): void {
-    const g = Number(gpa);
+    const g = Number(gpa - this.mmu.planeGpa(0));
     const plane = Math.floor(g / PLANE_STRIDE);
     // PML also logs the guest's own page-table pages (the CPU sets their A/D flags with writes
     // the EPT sees); they live above the planes and are not data.
@@ -345,8 +345,11 @@ export class MonitoredSpace {
       if (this.mode === 'pml') { this.drainLog(); for (const gpa of mmu.harvestPml()) this.recordGpa(gpa); }
       // D flags: the harvest for ept-dirty; for PML, clearing them is what makes the CPU log the
       // page again next epoch (a check: every D page must already have been logged).
-      for (const f of this.slabs) for (let p = 0; p < this.slots(f); p++) for (const gpa of mmu.harvestEptDirty(this.gpaOf(p, f), 1)) this.recordGpa(gpa);
-      for (const f of this.plains) for (const gpa of mmu.harvestEptDirty(this.gpaOf(0, f), 1)) this.recordGpa(gpa);
+      // One call per plane over every frame in use: unmapped plane pages are skipped, and the
+      // backend invalidates once per call rather than once per dirty page.
+      let planes = 1;
+      for (const f of this.slabs) planes = Math.max(planes, this.slots(f));
+      for (let p = 0; p < planes && this.nextFrame > 0; p++) for (const gpa of mmu.harvestEptDirty(this.gpaOf(p, 0), this.nextFrame)) this.recordGpa(gpa);
     }
     const units = [...this.dirty].map(([key, len]) => ({ frame: Math.floor(key / PAGE), offset: key % PAGE, len }));
     this.dirty.clear();

@@ -1,8 +1,7 @@
 // `granule compare`: one trace under every layout, monitoring mechanism and granularity asked
 // for, side by side. Checkpoint bytes are the increments after the base image (the first epoch
 // is the base in every run), so all rows count the same epochs.
-import os from 'node:os';
-import { readFileSync } from 'node:fs';
+import { cpuModel } from '../host.ts';
 import { runMonitor, type Layout, type MonitorResult, type EpochStats } from './engine.ts';
 import type { MonitorMode } from '../layout/space.ts';
 import type { CompareResult, CompareRow } from '../report/types.ts';
@@ -39,13 +38,6 @@ export interface CompareOptions {
 
 interface Job { mode: MonitorMode; layout: Layout; granularity: number | 'adaptive'; label: string; rowMode: string }
 
-function cpuModel(): string {
-  try {
-    const m = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'));
-    if (m) return m[1]!.trim();
-  } catch { /* not Linux */ }
-  return os.cpus()[0]?.model ?? 'unknown';
-}
 
 const sumAfterBase = (epochs: EpochStats[], f: (e: EpochStats) => number) => epochs.slice(1).reduce((s, e) => s + f(e), 0);
 

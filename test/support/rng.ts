@@ -1,4 +1,4 @@
-// A small seeded generator (mulberry32) for the randomized tests: repeatable from the seed.
+// A small seeded generator (mulberry32) for randomized tests and the benchmarks: repeatable from the seed.
 export function rng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
