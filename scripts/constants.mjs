@@ -22,6 +22,8 @@ export const groups = [
       ['PTE_PAT', bit(7), 'PAT bit of a 4 KiB PTE'],
       ['PTE_G', bit(8), 'global (entries that map a page)'],
       ['PTE_SW_WP', bit(9), 'granule: write-protected by the monitor (bit 9 is ignored by hardware, free for software)'],
+      ['PTE_SW_GROUP', 7n << 52n, 'granule: bits 54:52 (ignored by hardware): log2 of the write-protect group in pages; the #PF handler unprotects the aligned block of 2^n pages around the fault'],
+      ['PTE_SW_GROUP_SHIFT', 52n, 'shift of the PTE_SW_GROUP field'],
       ['PTE_PAT_LARGE', bit(12), 'PAT bit of a PDPTE/PDE that maps a page'],
       ['PTE_XD', bit(63), 'execute-disable; reserved unless IA32_EFER.NXE = 1'],
       ['PTE_ADDR', 0x000ffffffffff000n, 'bits 51:12: physical address (further limited by MAXPHYADDR)'],

@@ -7,7 +7,7 @@
 import {
   REC_SIZE, REC_GVA, REC_KIND, REC_SIZE_FIELD, REC_VALUE, ACC_VALUE,
   FAULT_PF, FAULT_EPT_VIOLATION, FAULT_PML_FULL, PFEC_P, PFEC_WR, PFEC_RSVD, EQ_WRITE, EQ_SPP,
-  PTE_RW, PTE_SW_WP, EPT_W, EPT_SW_WP, INVEPT_SINGLE,
+  PTE_P, PTE_RW, PTE_SW_WP, PTE_SW_GROUP, PTE_SW_GROUP_SHIFT, EPT_W, EPT_SW_WP, INVEPT_SINGLE,
   HANDLE_PF_WP, HANDLE_EPT_WP, HANDLE_PML_FULL, HANDLE_SPP, DLOG_PF, DLOG_EPT, DLOG_PML, DLOG_SPP,
   CNT_HANDLED_PF, CNT_HANDLED_EPT, CNT_HANDLED_PML, CNT_HANDLED_SPP, ACC_KIND_MASK, ACC_READ, ACC_WRITE,
   CNT_ACCESSES, CNT_TLB_HITS, CNT_BYTES_WRITTEN,
@@ -56,6 +56,20 @@ function handlePf(gva: u64, code: u64, access: u32): i32 {
   if (!dlogRoom(1)) return -1;
   setPhys64(tLeafHpa, (leaf | PTE_RW) & ~PTE_SW_WP);
   invlpg(gva);
+  const n = (leaf & PTE_SW_GROUP) >> PTE_SW_GROUP_SHIFT;
+  if (n != 0 && level == 1) {
+    // The group: the aligned block of 2^n pages around the fault, whose PTEs share one table.
+    const pages: u64 = <u64>1 << n;
+    const at = (gva >> 12) & (pages - 1);
+    const first = tLeafHpa - (at << 3);
+    const firstGva = (gva & ~(<u64>0xfff)) - (at << 12);
+    for (let i: u64 = 0; i < pages; i++) {
+      const e = phys64(first + (i << 3));
+      if ((e & (PTE_P | PTE_SW_WP | PTE_RW)) != (PTE_P | PTE_SW_WP)) continue;
+      setPhys64(first + (i << 3), (e | PTE_RW) & ~PTE_SW_WP);
+      invlpg(firstGva + (i << 12));
+    }
+  }
   dlogPush(DLOG_PF, gva & ~((<u64>1 << levelShift(level)) - 1));
   count(CNT_HANDLED_PF);
   return 1;

@@ -23,6 +23,10 @@ export const PTE_PAT: u64 = 0x80;
 export const PTE_G: u64 = 0x100;
 /** granule: write-protected by the monitor (bit 9 is ignored by hardware, free for software) */
 export const PTE_SW_WP: u64 = 0x200;
+/** granule: bits 54:52 (ignored by hardware): log2 of the write-protect group in pages; the #PF handler unprotects the aligned block of 2^n pages around the fault */
+export const PTE_SW_GROUP: u64 = 0x70000000000000;
+/** shift of the PTE_SW_GROUP field */
+export const PTE_SW_GROUP_SHIFT: u64 = 0x34;
 /** PAT bit of a PDPTE/PDE that maps a page */
 export const PTE_PAT_LARGE: u64 = 0x1000;
 /** execute-disable; reserved unless IA32_EFER.NXE = 1 */

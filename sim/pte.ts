@@ -1,7 +1,9 @@
 // Guest paging-structure entries, IA-32e 4-level paging (SDM Vol. 3A 4.5, Tables 4-15..4-20).
 //
-//  63  62:52   51:M  M-1:12   11:10  9      8  7     6  5  4   3   2   1   0
-//  XD  ignored rsvd  address  ign.   SW_WP  G  PS/PAT D  A  PCD PWT U/S R/W P
+//  63  62:55   54:52     51:M  M-1:12   11:10  9      8  7     6  5  4   3   2   1   0
+//  XD  ignored SW_GROUP  rsvd  address  ign.   SW_WP  G  PS/PAT D  A  PCD PWT U/S R/W P
+//
+// SW_GROUP and SW_WP are granule's, in bits the hardware ignores (the monitor's protection group).
 //
 // PS is reserved in a PML4E, selects a 1 GiB page in a PDPTE and a 2 MiB page in a PDE.
 // A page-mapping PDPTE reserves bits 29:13 and a page-mapping PDE bits 20:13 (bit 12 is PAT).

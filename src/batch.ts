@@ -13,6 +13,10 @@ export class BatchWriter {
     ({ records: this.records, values: this.values } = sim.batchView());
   }
   get full(): boolean { return this.count >= this.sim.batchCapacity; }
+  /** Whether `records` more records with `valueBytes` bytes of values in all still fit. */
+  hasRoom(records: number, valueBytes: number): boolean {
+    return this.count + records <= this.sim.batchCapacity && this.valueBytes + valueBytes <= this.values.length;
+  }
   /** Appends one access; returns false when the batch (records or value bytes) is full. */
   push(gva: bigint, acc: number, size: number, value?: Uint8Array): boolean {
     if (size < 1 || size > 64 || !Number.isInteger(size)) throw new RangeError(`access size ${size} at GVA 0x${gva.toString(16)} is not 1..64`);

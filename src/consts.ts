@@ -23,6 +23,10 @@ export const PTE_PAT = 0x80n;
 export const PTE_G = 0x100n;
 /** granule: write-protected by the monitor (bit 9 is ignored by hardware, free for software) */
 export const PTE_SW_WP = 0x200n;
+/** granule: bits 54:52 (ignored by hardware): log2 of the write-protect group in pages; the #PF handler unprotects the aligned block of 2^n pages around the fault */
+export const PTE_SW_GROUP = 0x70000000000000n;
+/** shift of the PTE_SW_GROUP field */
+export const PTE_SW_GROUP_SHIFT = 0x34n;
 /** PAT bit of a PDPTE/PDE that maps a page */
 export const PTE_PAT_LARGE = 0x1000n;
 /** execute-disable; reserved unless IA32_EFER.NXE = 1 */

@@ -5,6 +5,7 @@
 // Vocabulary (../shared/DESIGN.md): a *frame* is a 4 KiB page of the data frame pool, named by
 // its index. A *plane* is a GPA window onto frames: plane page GPA `base + i*4096` is frame
 // `first + i`. K planes over the same frames are the alias planes of the spread layout.
+import { PTE_SW_GROUP_SHIFT } from './consts.ts';
 import type { FaultRecord } from './sim.ts';
 import type { Counters } from './counters.ts';
 
@@ -62,6 +63,10 @@ export interface AccessSink {
   push(gva: bigint, acc: number, size: number, value?: Uint8Array): boolean;
   /** push() without a value for an address below 2^53 given as a number (the replay hot path). */
   pushAddr(addr: number, acc: number, size: number): boolean;
+  /** pushAddr() with `size` bytes to store, taken from `bytes` at `off`. */
+  pushAddrValue(addr: number, acc: number, size: number, bytes: Uint8Array, off: number): boolean;
+  /** Whether `records` more records with `valueBytes` bytes of values in all still fit. */
+  hasRoom(records: number, valueBytes: number): boolean;
   readonly count: number;
   readonly full: boolean;
   reset(): void;
@@ -85,8 +90,17 @@ export interface Mmu {
   /** Points existing GVA pages at other GPA pages (granularity changes) and invalidates them. */
   remapGva(gva: bigint, gpa: bigint, count: number): void;
   unmapGva(gva: bigint, count: number): void;
-  /** Guest-PT write protection of GVA pages (true) or its removal (false), with invalidation. */
-  protectGva(gva: bigint, count: number, protect: boolean): void;
+  /**
+   * Guest-PT write protection of GVA pages (true) or its removal (false), with invalidation.
+   * `group` (pages, a power of two up to 128; default 1) is the protection unit the built-in #PF
+   * handler opens at once: the aligned block of `group` pages around a fault (PTE_SW_GROUP).
+   */
+  protectGva(gva: bigint, count: number, protect: boolean, group?: number): void;
+  /**
+   * Guest PTE D flags of GVA pages [gva, gva + count*4K): 1 where the page was written since the
+   * flag was last cleared (0 for unmapped pages). Clears the flags, with invalidation.
+   */
+  harvestGuestDirty(gva: bigint, count: number): Uint8Array;
   /** EPT-level write protection of GPA pages (true) or its removal (false), with invalidation. */
   protectGpa(gpa: bigint, count: number, protect: boolean): void;
 
@@ -107,7 +121,18 @@ export interface Mmu {
   readFrame(frame: number, offset: number, len: number): Uint8Array;
   writeFrame(frame: number, offset: number, bytes: Uint8Array): void;
 
+  /** Bytes of paging structures this backend built: guest tables, and on the simulator its EPT,
+   *  SPP and PML pages too (a hypervisor's own tables are not visible to KVM's user space). */
+  readonly tableBytes: number;
+
   counters(): Counters;
   resetCounters(): void;
   close(): Promise<void>;
+}
+
+/** The PTE_SW_GROUP field for a write-protect group of `pages` pages (a power of two up to 128). */
+export function groupField(what: string, pages: number): bigint {
+  const n = Math.log2(pages);
+  if (!Number.isInteger(n) || n < 0 || n > 7) throw new RangeError(`${what}: group must be a power of two from 1 to 128 pages, got ${pages}`);
+  return BigInt(n) << PTE_SW_GROUP_SHIFT;
 }

@@ -2,13 +2,13 @@
 // log) first, then the data frame pool. Guest page-table pages live in the top half of GPA
 // space, mapped 1:1 to their table frames in the EPT; planes go below.
 import {
-  PTE_RW, PTE_US, PTE_XD, PTE_SW_WP, PTE_ADDR, EPT_R, EPT_W, EPT_X, EPT_D, EPT_SW_WP, INVEPT_SINGLE,
+  PTE_RW, PTE_US, PTE_XD, PTE_D, PTE_SW_WP, PTE_SW_GROUP, PTE_ADDR, EPT_R, EPT_W, EPT_X, EPT_D, EPT_SW_WP, INVEPT_SINGLE,
   HANDLE_PF_WP, HANDLE_EPT_WP, HANDLE_PML_FULL, HANDLE_SPP, DLOG_PF, DLOG_EPT, DLOG_PML, EPT_SPP, SPPT_P,
 } from './consts.ts';
 import { Sim, BATCH_DONE, BATCH_FAULT, BATCH_DLOG_FULL, BATCH_BAD_RECORD, type SimOptions } from './sim.ts';
 import { BatchWriter } from './batch.ts';
 import { FrameAllocator, EptBuilder, GuestPtBuilder, addrMaskFor, EPT_MT_WB, PAGE_4K } from './space.ts';
-import type { Mmu, PlaneOptions, GuestPageFlags, Handlers, RunResult, DirtyEntry } from './mmu.ts';
+import { groupField, type Mmu, type PlaneOptions, type GuestPageFlags, type Handlers, type RunResult, type DirtyEntry } from './mmu.ts';
 
 export interface SimMmuOptions extends Omit<SimOptions, 'physBytes'> {
   /** data frames in the pool (default 4096 = 16 MiB) */
@@ -134,13 +134,31 @@ export class SimMmu implements Mmu {
     }
   }
 
-  protectGva(gva: bigint, count: number, protect: boolean): void {
+  protectGva(gva: bigint, count: number, protect: boolean, group = 1): void {
     this.checkGva('protectGva', gva, count);
+    const field = groupField('protectGva', group);
     for (let i = 0n; i < BigInt(count); i++) {
       const l = this.leafOrThrow('protectGva', gva + i * PAGE);
-      const v = protect ? (l.value & ~PTE_RW) | PTE_SW_WP : (l.value | PTE_RW) & ~PTE_SW_WP;
-      if (v !== l.value) { this.sim.write64(l.hpa, v); this.sim.invlpg(gva + i * PAGE); }
+      const v = protect ? (l.value & ~PTE_RW & ~PTE_SW_GROUP) | PTE_SW_WP | field : (l.value | PTE_RW) & ~PTE_SW_WP & ~PTE_SW_GROUP;
+      if (v === l.value) continue;
+      this.sim.write64(l.hpa, v);
+      // The group field is read by the handler from memory; the TLB holds nothing of it.
+      if ((v ^ l.value) & ~PTE_SW_GROUP) this.sim.invlpg(gva + i * PAGE);
     }
+  }
+
+  harvestGuestDirty(gva: bigint, count: number): Uint8Array {
+    this.checkGva('harvestGuestDirty', gva, count);
+    const out = new Uint8Array(count);
+    for (let i = 0; i < count; i++) {
+      const v = gva + BigInt(i) * PAGE;
+      const l = this.gpt.leafEntry(v);
+      if (!l || (l.value & PTE_D) === 0n) continue;
+      out[i] = 1;
+      this.sim.write64(l.hpa, l.value & ~PTE_D);
+      this.sim.invlpg(v);
+    }
+    return out;
   }
 
   protectGpa(gpa: bigint, count: number, protect: boolean): void {
@@ -240,3 +258,4 @@ export class SimMmu implements Mmu {
   resetCounters(): void { this.sim.resetCounters(); }
   async close(): Promise<void> {}
 }
+

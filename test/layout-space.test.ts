@@ -7,7 +7,7 @@ import * as assert from 'uvu/assert';
 import { MonitoredSpace, PLANE_STRIDE, SpaceError, type MonitorMode, type DirtyUnit } from '../src/layout/space.ts';
 import { SpreadAllocator } from '../src/alloc/spread.ts';
 import { MAX_PLANES, PAGE, SPREAD_CLASSES, type MapRequest, type Placement } from '../src/alloc/classes.ts';
-import { readGva } from '../src/monitor/engine.ts';
+import { readGvaWalk } from './support/space.ts';
 import { ACC_READ, ACC_USER, ACC_WRITE, EPT_A, EPT_ADDR, EPT_D, PTE_ADDR } from '../src/consts.ts';
 import type { FaultRecord } from '../src/sim.ts';
 import { rng } from './support/rng.ts';
@@ -64,32 +64,32 @@ function populate(alloc: SpreadAllocator, r: () => number): Placement[] {
 const noFault = (f: FaultRecord) => { throw new Error(`unexpected fault kind ${f.kind} code ${hex(f.code)} at ${hex(f.gva)}`); };
 
 /** Writes bytes at a GVA as simulated user accesses (pieces of at most 64 bytes), with the mode's handlers. */
-function write(space: MonitoredSpace, gva: number, bytes: Uint8Array): void {
+async function write(space: MonitoredSpace, gva: number, bytes: Uint8Array): Promise<void> {
   const b = space.mmu.batch;
   for (let off = 0; off < bytes.length; off += 64) {
     const n = Math.min(64, bytes.length - off);
-    if (!b.pushAddrValue(gva + off, ACC_WRITE | ACC_USER, n, bytes, off)) { space.runBatch(noFault); b.pushAddrValue(gva + off, ACC_WRITE | ACC_USER, n, bytes, off); }
+    if (!b.pushAddrValue(gva + off, ACC_WRITE | ACC_USER, n, bytes, off)) { await space.runBatch(noFault); b.pushAddrValue(gva + off, ACC_WRITE | ACC_USER, n, bytes, off); }
   }
-  space.runBatch(noFault);
+  await space.runBatch(noFault);
 }
-function read(space: MonitoredSpace, gva: number, n = 8): void {
+async function read(space: MonitoredSpace, gva: number, n = 8): Promise<void> {
   space.mmu.batch.pushAddr(gva, ACC_READ | ACC_USER, n);
-  space.runBatch(noFault);
+  await space.runBatch(noFault);
 }
 
-const frameHpa = (space: MonitoredSpace, f: number) => space.mmu.ept.leafEntry(planePage(0, f))!.value & EPT_ADDR;
-const eptFlags = (space: MonitoredSpace, plane: number, f: number) => space.mmu.ept.leafEntry(planePage(plane, f))!.value;
+const frameHpa = (space: MonitoredSpace, f: number) => space.sim.ept.leafEntry(planePage(0, f))!.value & EPT_ADDR;
+const eptFlags = (space: MonitoredSpace, plane: number, f: number) => space.sim.ept.leafEntry(planePage(plane, f))!.value;
 
 /** Every EPT leaf of every plane page that could belong to the frames in use (null where unmapped). */
 function eptSnapshot(space: MonitoredSpace): (bigint | null)[] {
   const out: (bigint | null)[] = [];
-  for (let f = 0; f < space.framesUsed; f++) for (let p = 0; p < MAX_PLANES; p++) out.push(space.mmu.ept.leafEntry(planePage(p, f))?.value ?? null);
+  for (let f = 0; f < space.framesUsed; f++) for (let p = 0; p < MAX_PLANES; p++) out.push(space.sim.ept.leafEntry(planePage(p, f))?.value ?? null);
   return out;
 }
 /** Guest PTE value of every mapped virtual page of the heap. */
 function gptSnapshot(space: MonitoredSpace, slabs: Slab[], larges: { gva: number; frames: number[] }[]): Map<number, bigint> {
   const out = new Map<number, bigint>();
-  const put = (v: number) => out.set(v, space.mmu.gpt.leafEntry(BigInt(v))!.value);
+  const put = (v: number) => out.set(v, space.sim.gpt.leafEntry(BigInt(v))!.value);
   for (const s of slabs) for (const v of s.vpages) put(v);
   for (const l of larges) l.frames.forEach((_, i) => put(l.gva + i * PAGE));
   return out;
@@ -110,7 +110,7 @@ test('slot j of a slab frame is reached through V(f, j) at offset j*cls, and V(f
       hpas.add(hpa);
       // The frame appears once in each of its K planes, and in no other.
       for (let p = 0; p < MAX_PLANES; p++) {
-        const l = space.mmu.ept.leafEntry(planePage(p, s.f));
+        const l = space.sim.ept.leafEntry(planePage(p, s.f));
         if (p < s.k) assert.is(l && l.value & EPT_ADDR, hpa, `plane ${p} of frame ${s.f} maps its frame`);
         else assert.is(l, null, `plane ${p} of frame ${s.f} (class ${s.cls}, K ${s.k}) is unmapped`);
       }
@@ -119,11 +119,11 @@ test('slot j of a slab frame is reached through V(f, j) at offset j*cls, and V(f
       assert.is(space.unitOf(s.f), m * s.cls);
       for (let j = 0; j < s.k; j++) {
         assert.is(s.vpages[j], V(s.allocFrame, j));
-        const pte = space.mmu.gpt.leafEntry(BigInt(V(s.allocFrame, j)))!;
+        const pte = space.sim.gpt.leafEntry(BigInt(V(s.allocFrame, j)))!;
         assert.is(pte.level, 1, '4 KiB guest pages');
         assert.is(pte.value & PTE_ADDR, planePage(j - (j % m), s.f), `V(${s.allocFrame}, ${j}) at unit ${unit} maps plane ${j - (j % m)}`);
         for (const at of [0, s.cls - 1]) {
-          const w = space.mmu.sim.inspect(BigInt(V(s.allocFrame, j) + j * s.cls + at), ACC_READ);
+          const w = space.sim.sim.inspect(BigInt(V(s.allocFrame, j) + j * s.cls + at), ACC_READ);
           assert.is(w.fault, null);
           assert.is(w.hpa, hpa + BigInt(j * s.cls + at), `frame ${s.f} slot ${j} byte ${at}`);
         }
@@ -132,8 +132,8 @@ test('slot j of a slab frame is reached through V(f, j) at offset j*cls, and V(f
     assert.is(hpas.size, slabs.length, 'every slab has its own frame');
     for (const l of larges) {
       l.frames.forEach((f, i) => {
-        assert.is(space.mmu.sim.inspect(BigInt(l.gva + i * PAGE + 5), ACC_READ).hpa, frameHpa(space, f) + 5n, 'large objects are ordinary pages on plane 0');
-        assert.is(space.mmu.ept.leafEntry(planePage(1, f)), null);
+        assert.is(space.sim.sim.inspect(BigInt(l.gva + i * PAGE + 5), ACC_READ).hpa, frameHpa(space, f) + 5n, 'large objects are ordinary pages on plane 0');
+        assert.is(space.sim.ept.leafEntry(planePage(1, f)), null);
       });
     }
     // Objects: alone in their slot, at V(frame, slot) + slot*cls, and nowhere else.
@@ -158,7 +158,7 @@ test('a frame\'s bytes set by the host are what every object reads through its o
   for (const s of slabs) {
     const bytes = randomBytes(r, PAGE);
     space.mmu.writeFrame(s.f, 0, bytes);
-    for (let j = 0; j < s.k; j++) sameBytes(readGva(space, V(s.allocFrame, j) + j * s.cls, s.cls), bytes.subarray(j * s.cls, (j + 1) * s.cls), `frame ${s.f} slot ${j}`);
+    for (let j = 0; j < s.k; j++) sameBytes(readGvaWalk(space, V(s.allocFrame, j) + j * s.cls, s.cls), bytes.subarray(j * s.cls, (j + 1) * s.cls), `frame ${s.f} slot ${j}`);
   }
 });
 
@@ -172,20 +172,20 @@ test('aliases see the same bytes: a write through V(f, j) is in the frame and un
       for (const p of objs) {
         if (p.cls === null || r() < 0.5) continue;
         const bytes = randomBytes(r, p.size);
-        write(space, p.addr, bytes);
+        await write(space, p.addr, bytes);
         written.set(p, bytes);
       }
       assert.ok(written.size > 50);
       for (const [p, bytes] of written) {
         const s = slabs.find((x) => x.allocFrame === p.frame)!;
         sameBytes(space.mmu.readFrame(s.f, p.slot * s.cls, p.size), bytes, `${mode}/${unit}: frame ${s.f} slot ${p.slot}`);
-        for (let k = 0; k < s.k; k++) sameBytes(readGva(space, V(p.frame, k) + p.slot * s.cls, p.size), bytes, `${mode}/${unit}: slot ${p.slot} through V(f, ${k})`);
+        for (let k = 0; k < s.k; k++) sameBytes(readGvaWalk(space, V(p.frame, k) + p.slot * s.cls, p.size), bytes, `${mode}/${unit}: slot ${p.slot} through V(f, ${k})`);
       }
       // A write through another alias lands in the same bytes (the hardware does not know which V page "owns" a slot).
       const p = [...written.keys()].find((x) => x.cls === 64 && x.slot > 2)!;
       const other = randomBytes(r, 8);
-      write(space, V(p.frame, 1) + p.slot * 64, other);
-      sameBytes(readGva(space, p.addr, 8), other, `${mode}/${unit}: alias write`);
+      await write(space, V(p.frame, 1) + p.slot * 64, other);
+      sameBytes(readGvaWalk(space, p.addr, 8), other, `${mode}/${unit}: alias write`);
     }
   }
 });
@@ -196,24 +196,24 @@ test('setGranularity regroups by rewriting the frame\'s guest PTEs only: address
   const r = rng(12);
   const ownPage = OWN + 7 * PAGE;
   space.mapOwnPage(ownPage);
-  write(space, ownPage + 100, randomBytes(r, 64));
-  for (const p of objs) write(space, p.addr, randomBytes(r, Math.min(p.size, 3000)));
+  await write(space, ownPage + 100, randomBytes(r, 64));
+  for (const p of objs) await write(space, p.addr, randomBytes(r, Math.min(p.size, 3000)));
   space.harvest();
-  const bytesOf = new Map(objs.map((p) => [p, readGva(space, p.addr, p.size)]));
+  const bytesOf = new Map(objs.map((p) => [p, readGvaWalk(space, p.addr, p.size)]));
   const frames0 = allFrames(space);
   const ept0 = eptSnapshot(space);
   const tables0 = space.tableBytes;
-  const ownPte = space.mmu.gpt.leafEntry(BigInt(ownPage))!.value;
+  const ownPte = space.sim.gpt.leafEntry(BigInt(ownPage))!.value;
   let gpt = gptSnapshot(space, slabs, larges);
   const checkUnchanged = (what: string) => {
     for (const [p, b] of bytesOf) {
-      sameBytes(readGva(space, p.addr, p.size), b, `${what}: object at ${hex(p.addr)}`);
+      sameBytes(readGvaWalk(space, p.addr, p.size), b, `${what}: object at ${hex(p.addr)}`);
       assert.is(alloc.lookup(p.addr), p, `${what}: object at ${hex(p.addr)} is still there`);
     }
     assert.equal(allFrames(space), frames0, `${what}: frame bytes`);
     assert.equal(eptSnapshot(space), ept0, `${what}: EPT leaves`);
     assert.is(space.tableBytes, tables0, `${what}: no table memory added`);
-    assert.is(space.mmu.gpt.leafEntry(BigInt(ownPage))!.value, ownPte, `${what}: the trace's own page`);
+    assert.is(space.sim.gpt.leafEntry(BigInt(ownPage))!.value, ownPte, `${what}: the trace's own page`);
   };
   /** Changes one frame's unit and checks that exactly the PTEs of V pages whose leader moved changed, to the new leader's plane page. */
   const change = (s: Slab, unit: number) => {
@@ -260,34 +260,34 @@ test('setGranularity invalidates the TLB entries it makes stale: the next access
   const cnt = () => space.mmu.counters();
 
   // The observation works: a PTE rewritten without invlpg leaves the cached translation in use.
-  read(space, at(9));
+  await read(space, at(9));
   assert.ok((eptFlags(space, 9, s.f) & EPT_A) !== 0n, 'plane 9 accessed');
-  const pte = space.mmu.gpt.leafEntry(BigInt(V(s.allocFrame, 9)))!;
-  space.mmu.sim.write64(pte.hpa, (pte.value & ~PTE_ADDR) | planePage(10, s.f));
+  const pte = space.sim.gpt.leafEntry(BigInt(V(s.allocFrame, 9)))!;
+  space.sim.sim.write64(pte.hpa, (pte.value & ~PTE_ADDR) | planePage(10, s.f));
   let c0 = cnt();
-  read(space, at(9), 8);
+  await read(space, at(9), 8);
   assert.is(cnt().tlbHits! - c0.tlbHits!, 1, 'stale entry hit');
   assert.is(eptFlags(space, 10, s.f) & EPT_A, 0n, 'the stale translation is used: plane 10 not accessed');
-  space.mmu.sim.invlpg(BigInt(V(s.allocFrame, 9)));
-  read(space, at(9), 8);
+  space.sim.sim.invlpg(BigInt(V(s.allocFrame, 9)));
+  await read(space, at(9), 8);
   assert.ok((eptFlags(space, 10, s.f) & EPT_A) !== 0n, 'after invlpg the walk reaches plane 10');
-  space.mmu.sim.write64(pte.hpa, pte.value);
-  space.mmu.sim.invlpg(BigInt(V(s.allocFrame, 9)));
+  space.sim.sim.write64(pte.hpa, pte.value);
+  space.sim.sim.invlpg(BigInt(V(s.allocFrame, 9)));
 
   // Now setGranularity: slot 5's translation is cached, then the frame becomes one page-sized unit.
-  read(space, at(5), 8);
+  await read(space, at(5), 8);
   c0 = cnt();
-  read(space, at(5), 8);
+  await read(space, at(5), 8);
   assert.is(cnt().tlbHits! - c0.tlbHits!, 1, 'cached');
   assert.is(eptFlags(space, 0, s.f) & (EPT_A | EPT_D), 0n, 'plane 0 untouched so far');
   space.harvest(); // regrouping is an epoch-boundary operation
   space.setGranularity(s.f, 4096);
   c0 = cnt();
-  read(space, at(5), 8);
+  await read(space, at(5), 8);
   assert.is(cnt().tlbMisses! - c0.tlbMisses!, 1, 'the old entry is gone');
   assert.ok((eptFlags(space, 0, s.f) & EPT_A) !== 0n, 'the walk went to the leader\'s plane page (plane 0)');
   const d5 = eptFlags(space, 5, s.f) & EPT_D;
-  write(space, at(5), Uint8Array.of(1, 2, 3));
+  await write(space, at(5), Uint8Array.of(1, 2, 3));
   assert.ok((eptFlags(space, 0, s.f) & EPT_D) !== 0n, 'the write dirties plane 0');
   assert.is(eptFlags(space, 5, s.f) & EPT_D, d5, 'and not plane 5');
   assert.equal(space.harvest().units, [{ frame: s.f, offset: 0, len: PAGE }]);
@@ -304,7 +304,7 @@ test('setGranularity is refused within an epoch (nothing changes, nothing is los
       const s = slabs[0]!;
       space.harvest();
       const writes = [[0, 5, 63, 17], [9, 40, 2]] as const;
-      for (const j of writes[0]) write(space, objs[j]!.addr, Uint8Array.of(j));
+      for (const j of writes[0]) await write(space, objs[j]!.addr, Uint8Array.of(j));
       const unitBefore = space.unitOf(s.f);
       try {
         space.setGranularity(s.f, to);
@@ -316,7 +316,7 @@ test('setGranularity is refused within an epoch (nothing changes, nothing is los
       const first = space.harvest().units;
       const lost0 = writes[0].filter((j) => !first.some((u) => u.frame === s.f && u.offset <= j * 64 && j * 64 < u.offset + u.len));
       space.setGranularity(s.f, to);
-      for (const j of writes[1]) write(space, objs[j]!.addr, Uint8Array.of(j));
+      for (const j of writes[1]) await write(space, objs[j]!.addr, Uint8Array.of(j));
       const units: DirtyUnit[] = space.harvest().units;
       const past = units.filter((u) => u.offset + u.len > PAGE).map((u) => `${u.offset}+${u.len}`);
       const lost = writes[1].filter((j) => !units.some((u) => u.frame === s.f && u.offset <= j * 64 && j * 64 < u.offset + u.len && u.len === (mode === 'spp' ? 128 : to)));

@@ -12,7 +12,8 @@ import { fileURLToPath } from 'node:url';
 import { MonitoredSpace, SPP_UNIT, type MonitorMode, type DirtyUnit, type SpaceCounters } from '../src/layout/space.ts';
 import { SpreadAllocator } from '../src/alloc/spread.ts';
 import { PAGE, type MapRequest, type Placement } from '../src/alloc/classes.ts';
-import { runMonitor, readGva, MonitorError, HEAP_BASE, LARGE_BASE, type MonitorOptions } from '../src/monitor/engine.ts';
+import { readGvaWalk } from './support/space.ts';
+import { runMonitor, MonitorError, HEAP_BASE, LARGE_BASE, type MonitorOptions } from '../src/monitor/engine.ts';
 import { CheckpointWriter } from '../src/checkpoint/writer.ts';
 import { restoreImage } from '../src/checkpoint/restore.ts';
 import { TraceWriter } from '../src/trace/writer.ts';
@@ -20,6 +21,7 @@ import { EV_READ, EV_WRITE } from '../src/trace/events.ts';
 import { ACC_READ, ACC_USER, ACC_WRITE, EPT_ADDR } from '../src/consts.ts';
 import type { FaultRecord } from '../src/sim.ts';
 import { rng } from './support/rng.ts';
+import { kvmUnavailable } from '../src/backend.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const tmp = mkdtempSync(join(tmpdir(), 'granule-monitor-engine-'));
@@ -76,10 +78,19 @@ interface Obj { p: Placement; pool: number[] }
  * per-frame regrouping between epochs. Each epoch's harvest is compared with the units computed
  * from the placements and the group sizes, and all memory with a shadow copy.
  */
-async function bruteForce(mode: MonitorMode, unit: number | 'mixed', seed: number, o: { epochs?: number; writes?: number } = {}) {
+async function bruteForce(mode: MonitorMode, unit: number | 'mixed', seed: number, o: { epochs?: number; writes?: number; backend?: 'sim' | 'kvm' } = {}) {
   const r = rng(seed);
   const start = unit === 'mixed' ? 64 : unit;
-  const space = await MonitoredSpace.create({ mode, frames: 4096 });
+  const space = await MonitoredSpace.create({ mode, frames: 4096, backend: o.backend });
+  if (o.backend) assert.is(space.mmu.backend, o.backend, space.mmu.reason);
+  try {
+    await bruteForceIn(space, mode, unit, r, start, o);
+  } finally {
+    await space.close();
+  }
+}
+
+async function bruteForceIn(space: MonitoredSpace, mode: MonitorMode, unit: number | 'mixed', r: () => number, start: number, o: { epochs?: number; writes?: number }) {
   /** pool frame -> slot size and slots per unit (the model's own bookkeeping) */
   const slab = new Map<number, { cls: number; m: number }>();
   const alloc = new SpreadAllocator({
@@ -132,9 +143,9 @@ async function bruteForce(mode: MonitorMode, unit: number | 'mixed', seed: numbe
     const expected = new Map<string, DirtyUnit>();
     const dirty = (frame: number, offset: number, len: number) => { const u = { frame, offset, len }; expected.set(unitKey(u), u); };
     const batch = space.mmu.batch;
-    const push = (gva: number, acc: number, n: number, v: Uint8Array | null) => {
+    const push = async (gva: number, acc: number, n: number, v: Uint8Array | null) => {
       const ok = v ? batch.pushAddrValue(gva, acc, n, v, 0) : batch.pushAddr(gva, acc, n);
-      if (!ok) { space.runBatch(noFault); if (v) batch.pushAddrValue(gva, acc, n, v, 0); else batch.pushAddr(gva, acc, n); }
+      if (!ok) { await space.runBatch(noFault); if (v) batch.pushAddrValue(gva, acc, n, v, 0); else batch.pushAddr(gva, acc, n); }
     };
     for (let w = 0; w < (o.writes ?? 300); w++) {
       const isRead = r() < 0.25;
@@ -166,9 +177,9 @@ async function bruteForce(mode: MonitorMode, unit: number | 'mixed', seed: numbe
           }
         }
       }
-      if (isRead) { push(gva, ACC_READ | ACC_USER, n, null); continue; }
+      if (isRead) { await push(gva, ACC_READ | ACC_USER, n, null); continue; }
       const v = randomBytes(r, n);
-      push(gva, ACC_WRITE | ACC_USER, n, v);
+      await push(gva, ACC_WRITE | ACC_USER, n, v);
       let k = 0;
       for (const q of pieces) {
         shadow.set(v.subarray(k, k + q.len), q.f * PAGE + q.off);
@@ -178,7 +189,7 @@ async function bruteForce(mode: MonitorMode, unit: number | 'mixed', seed: numbe
         else dirty(q.f, q.unit[0], q.unit[1]);
       }
     }
-    space.runBatch(noFault);
+    await space.runBatch(noFault);
     const h = space.harvest();
     assert.is(h.units.length, new Set(h.units.map(unitKey)).size, `${what}: no unit reported twice`);
     assert.equal(sortedKeys(h.units), sortedKeys(expected.values()), `${what}: dirty units`);
@@ -187,13 +198,23 @@ async function bruteForce(mode: MonitorMode, unit: number | 'mixed', seed: numbe
     for (let f = 0; f < space.framesUsed; f++) sameBytes(space.frameBytes(f), shadow.subarray(f * PAGE, (f + 1) * PAGE), `${what}: frame ${f}`);
     if (unit === 'mixed') regroup();
   }
-  return space;
 }
 
 for (const mode of MODES) {
   test(`${mode}: harvested units equal the brute-force units at 64, 256, 1024, 4096 and mixed granularities`, async () => {
     let seed = MODES.indexOf(mode) * 100;
     for (const g of [64, 256, 1024, 4096, 'mixed'] as const) await bruteForce(mode, g, ++seed);
+  });
+}
+
+// The same brute force on the KVM backend: its in-guest #PF handler (group-aware through
+// PTE_SW_GROUP) and its per-plane dirty logs must find exactly the units the model computes.
+const noKvm = kvmUnavailable();
+for (const mode of ['gpt-wp', 'ept-dirty'] as const) {
+  test(`kvm backend, ${mode}: harvested units equal the brute-force units at 64, 1024 and mixed granularities`, async () => {
+    if (noKvm) { console.log(`  skipped on this machine: ${noKvm.split('\n')[0]}`); return; }
+    let seed = 500 + MODES.indexOf(mode) * 10;
+    for (const g of [64, 1024, 'mixed'] as const) await bruteForce(mode, g, ++seed, { backend: 'kvm', epochs: 3 });
   });
 }
 
@@ -212,7 +233,7 @@ test('an epoch dirtying more than 512 units: every unit reported in every mode; 
     for (const p of written) {
       if (!space.mmu.batch.pushAddrValue(p.addr, ACC_WRITE | ACC_USER, 4, Uint8Array.of(1, 2, 3, 4), 0)) throw new Error('batch full');
     }
-    space.runBatch(noFault);
+    await space.runBatch(noFault);
     const h = space.harvest();
     const want = written.map((p) => ({ frame: space.poolFrame(p.frame), offset: p.slot * 64, len: 64 }));
     assert.equal(sortedKeys(h.units), sortedKeys(want), mode);
@@ -221,7 +242,7 @@ test('an epoch dirtying more than 512 units: every unit reported in every mode; 
     if (mode === 'pml') assert.ok((h.counters.exits.pmlFull ?? 0) >= 1, `PML-full exits: ${JSON.stringify(h.counters.exits)}`);
     // The next epoch starts clean and the mechanism is armed again.
     space.mmu.batch.pushAddrValue(written[3]!.addr, ACC_WRITE | ACC_USER, 1, Uint8Array.of(9), 0);
-    space.runBatch(noFault);
+    await space.runBatch(noFault);
     const h2 = space.harvest();
     assert.equal(sortedKeys(h2.units), sortedKeys([want[3]!]), `${mode}: re-armed`);
     checkCounters(mode, h2.counters, 1, `${mode} after`);
@@ -359,9 +380,9 @@ test('engine: each epoch\'s dirty units and checkpoint bytes equal the units com
         for (const k of want[got.length]?.keys() ?? []) {
           if (!k.startsWith('g:')) continue;
           const gva = Number(k.slice(2));
-          const w = space.mmu.sim.inspect(BigInt(gva), ACC_READ);
+          const w = space.sim.sim.inspect(BigInt(gva), ACC_READ);
           if (w.fault) continue;
-          for (let f = 0; f < space.framesUsed; f++) if ((space.mmu.ept.leafEntry(BigInt(f * PAGE))!.value & EPT_ADDR) === w.hpa) gvaOfFrame.set(f, gva);
+          for (let f = 0; f < space.framesUsed; f++) if ((space.sim.ept.leafEntry(BigInt(f * PAGE))!.value & EPT_ADDR) === w.hpa) gvaOfFrame.set(f, gva);
         }
         got.push(units.map((u) => space.isSlab(u.frame) ? `s:${allocOf.get(u.frame)}:${u.offset}:${u.len}` : `g:${gvaOfFrame.get(u.frame) ?? `frame ${u.frame}`}`).sort());
       },
@@ -412,9 +433,9 @@ test('engine: realloc moves the object\'s bytes to its new place, and a staying 
   for (const mode of MODES) {
     for (const epochWrites of [1, 2, 1000]) {
       const r = await runMonitor(file, { mode, layout: 'spread', granularity: 64, epochWrites });
-      sameBytes(readGva(r.space, pD.addr, 50), want, `${mode}, epochs of ${epochWrites}: the object's bytes after three moves`);
-      sameBytes(readGva(r.space, pC.addr + 4500, 2), bytes(7, 7), `${mode}: the large copy got the write`);
-      sameBytes(readGva(r.space, pA.addr + 200, 4), bytes(1, 2, 3, 4), `${mode}: the write after the first move`);
+      sameBytes(readGvaWalk(r.space, pD.addr, 50), want, `${mode}, epochs of ${epochWrites}: the object's bytes after three moves`);
+      sameBytes(readGvaWalk(r.space, pC.addr + 4500, 2), bytes(7, 7), `${mode}: the large copy got the write`);
+      sameBytes(readGvaWalk(r.space, pA.addr + 200, 4), bytes(1, 2, 3, 4), `${mode}: the write after the first move`);
     }
   }
 });
@@ -436,7 +457,7 @@ test('engine: a realloc after the last write of the trace is still copied, and c
       mode: 'ept-dirty', layout: 'spread', granularity: 64, epochWrites,
       onEpoch: (_e, units, space) => { for (const u of units) if (space.isSlab(u.frame) && u.frame === space.poolFrame(moved.frame)) copied += u.len; },
     });
-    sameBytes(readGva(r.space, moved.addr, 48), a0, `epochs of ${epochWrites}: the moved object holds its bytes at the end of the run`);
+    sameBytes(readGvaWalk(r.space, moved.addr, 48), a0, `epochs of ${epochWrites}: the moved object holds its bytes at the end of the run`);
     assert.ok(copied > 0, `epochs of ${epochWrites}: the copy is in a checkpointed epoch`);
   }
 });
@@ -467,7 +488,7 @@ test('engine: a trace without allocation events cannot be placed in the spread o
   }
   const r = await runMonitor(file, { mode: 'gpt-wp', layout: 'trace', granularity: 4096, epochWrites: 1 });
   assert.equal(r.epochs.map((e) => e.checkpointBytes), [PAGE, PAGE], 'the trace\'s own pages, page by page');
-  sameBytes(readGva(r.space, T_STACK, 8), fill(8, 1), 'the trace\'s own page holds the write');
+  sameBytes(readGvaWalk(r.space, T_STACK, 8), fill(8, 1), 'the trace\'s own page holds the write');
 });
 
 test('engine: unsupported granularities are refused by name before anything runs', async () => {

@@ -108,7 +108,9 @@ sync_entry:
 /*
  * Vector 14. Resolves a user write to a page the monitor protected (leaf PTE has PTE_SW_WP):
  * clears PTE_SW_WP, sets R/W, invlpg, logs the page in the dirty ring, and returns so the store
- * retries. The host protects a page by setting PTE_SW_WP and clearing R/W together, so one xor
+ * retries. A leaf whose PTE_SW_GROUP field n is non-zero belongs to a group of 2^n pages (the
+ * aligned block around it, whose PTEs are adjacent in one table): the handler unprotects every
+ * still-protected page of the block too, so one fault opens the whole unit. The host protects a page by setting PTE_SW_WP and clearing R/W together, so one xor
  * flips both; should R/W already be 1 the xor leaves neither set, and the retry faults again into
  * the reporter instead of looping. Exits RING_FULL after appending the last free entry; the host
  * drains, resets gc_ring_head and resumes here.
@@ -133,6 +135,10 @@ pf_entry:
 	mov %rax, (%rdx)
 	and $-4096, %rcx
 	invlpg (%rcx)
+	shr $GG_PTE_SW_GROUP_SHIFT, %rax
+	and $7, %eax
+	jnz pf_group
+pf_log:
 	mov CB(GC_RING_HEAD), %rax
 	mov %rcx, GG_GVA(GG_RING_GPA)(, %rax, 8)
 	inc %rax
@@ -151,6 +157,37 @@ pf_ring_full:
 	mov $GG_EXIT_PORT, %edx
 	out %eax, %dx
 	jmp pf_return
+/* eax = n, rdx = the faulting page's PTE, rcx = the faulting page. */
+pf_group:
+	push %rsi
+	push %rdi
+	push %rcx
+	mov %eax, %ecx
+	mov $8, %esi
+	shl %cl, %rsi /* the group's PTE bytes, 8 << n */
+	lea -1(%rsi), %rdi
+	not %rdi
+	and %rdi, %rdx /* its first PTE */
+	add %rdx, %rsi /* and its end */
+	mov (%rsp), %rcx
+	shl $9, %rdi
+	and %rdi, %rcx /* its first page: ~((8 << n) - 1) << 9 = ~((4096 << n) - 1) */
+1:	mov (%rdx), %rax
+	mov %eax, %edi
+	and $(GG_PTE_P | GG_PTE_SW_WP | GG_PTE_RW), %edi
+	cmp $(GG_PTE_P | GG_PTE_SW_WP), %edi
+	jne 2f
+	xor $(GG_PTE_SW_WP | GG_PTE_RW), %rax
+	mov %rax, (%rdx)
+	invlpg (%rcx)
+2:	add $8, %rdx
+	add $4096, %rcx
+	cmp %rsi, %rdx
+	jb 1b
+	pop %rcx
+	pop %rdi
+	pop %rsi
+	jmp pf_log
 pf_not_ours:
 	pop %rcx
 	pop %rdx

@@ -15,6 +15,8 @@
 #define PTE_PAT UINT64_C(0x80) /* PAT bit of a 4 KiB PTE */
 #define PTE_G UINT64_C(0x100) /* global (entries that map a page) */
 #define PTE_SW_WP UINT64_C(0x200) /* granule: write-protected by the monitor (bit 9 is ignored by hardware, free for software) */
+#define PTE_SW_GROUP UINT64_C(0x70000000000000) /* granule: bits 54:52 (ignored by hardware): log2 of the write-protect group in pages; the #PF handler unprotects the aligned block of 2^n pages around the fault */
+#define PTE_SW_GROUP_SHIFT UINT64_C(0x34) /* shift of the PTE_SW_GROUP field */
 #define PTE_PAT_LARGE UINT64_C(0x1000) /* PAT bit of a PDPTE/PDE that maps a page */
 #define PTE_XD UINT64_C(0x8000000000000000) /* execute-disable; reserved unless IA32_EFER.NXE = 1 */
 #define PTE_ADDR UINT64_C(0xffffffffff000) /* bits 51:12: physical address (further limited by MAXPHYADDR) */

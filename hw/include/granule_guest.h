@@ -73,9 +73,11 @@
 #define GG_PT_SELF_SLOT 510
 #define GG_PT_SELF_BASE 0xffffff0000000000
 
-/* granule_consts.h's PTE_RW and PTE_SW_WP for the assembler, which cannot include that header. */
+/* granule_consts.h's PTE bits for the assembler, which cannot include that header. */
+#define GG_PTE_P 0x1
 #define GG_PTE_RW 0x2
 #define GG_PTE_SW_WP 0x200
+#define GG_PTE_SW_GROUP_SHIFT 52
 
 /* Selectors of the guest's GDT. The host enters with CS = GG_SEL_KCODE and the data segments =
  * GG_SEL_KDATA (flat, base 0), so the guest's own GDT agrees with what the host loaded. */
@@ -218,7 +220,7 @@ _Static_assert(sizeof(struct gg_record) == REC_SIZE && offsetof(struct gg_record
                    offsetof(struct gg_record, size) == REC_SIZE_FIELD &&
                    offsetof(struct gg_record, value) == REC_VALUE,
                "record layout matches REC_*");
-_Static_assert(GG_PTE_RW == PTE_RW && GG_PTE_SW_WP == PTE_SW_WP, "PTE bits match granule_consts.h");
+_Static_assert(GG_PTE_P == PTE_P && GG_PTE_RW == PTE_RW && GG_PTE_SW_WP == PTE_SW_WP && GG_PTE_SW_GROUP_SHIFT == PTE_SW_GROUP_SHIFT, "PTE bits match granule_consts.h");
 _Static_assert(GG_RING_MAX * 8 == GG_REC_GPA - GG_RING_GPA, "ring area");
 _Static_assert(GG_REC_MAX * 16 == GG_VAL_GPA - GG_REC_GPA, "record area");
 _Static_assert(GG_VAL_GPA + GG_VAL_SIZE == GG_PT_GPA, "value area");

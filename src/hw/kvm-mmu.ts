@@ -12,12 +12,12 @@ import { release } from 'node:os';
 import { join } from 'node:path';
 import { BatchWriter } from '../batch.ts';
 import {
-  PTE_P, PTE_RW, PTE_US, PTE_A, PTE_D, PTE_XD, PTE_SW_WP, PTE_ADDR, FAULT_PF, FAULT_GP, REC_SIZE, REC_KIND, ACC_VALUE,
+  PTE_P, PTE_RW, PTE_US, PTE_A, PTE_D, PTE_XD, PTE_SW_WP, PTE_SW_GROUP, PTE_ADDR, FAULT_PF, FAULT_GP, REC_SIZE, REC_KIND, ACC_VALUE,
 } from '../consts.ts';
 import { packageRoot } from '../record/toolchain.ts';
 import type { Sim, FaultRecord } from '../sim.ts';
 import type { Counters } from '../counters.ts';
-import type { Mmu, PlaneOptions, GuestPageFlags, Handlers, RunResult, DirtyEntry } from '../mmu.ts';
+import { groupField, type Mmu, type PlaneOptions, type GuestPageFlags, type Handlers, type RunResult, type DirtyEntry } from '../mmu.ts';
 import { FramePool, GuestMemory, KvmSystem, DEFAULT_RUN_TIMEOUT_MS, PAGE_SIZE, type KvmVm, type KvmVcpu, type ExitInfo } from './kvm.ts';
 import { DEFAULT_KVM_DEVICE } from './native.ts';
 
@@ -120,6 +120,8 @@ const hex = (v: bigint | number) => '0x' + v.toString(16);
 // Low-half bits of the entry flags (all below bit 32), for the 32-bit fast paths.
 const P = Number(PTE_P), RW = Number(PTE_RW), US = Number(PTE_US), A = Number(PTE_A), D = Number(PTE_D), SW_WP = Number(PTE_SW_WP);
 const TABLE_FLAGS = P | RW | US | A;
+/** PTE_SW_GROUP in the entry's high 32 bits */
+const GROUP_HI = Number(PTE_SW_GROUP >> 32n);
 const LEAF_SYS = PTE_P | PTE_A | PTE_D;
 /** The lower canonical half, GVA 0 .. 2^47: all of it is the trace's on this backend. */
 const LOWER_END = 1n << 47n;
@@ -494,22 +496,47 @@ export class KvmMmu implements Mmu {
     }
   }
 
-  protectGva(gva: bigint, count: number, protect: boolean): void {
+  protectGva(gva: bigint, count: number, protect: boolean, group = 1): void {
     this.usable('protectGva');
     const g0 = this.gvaPages('protectGva', gva, count);
+    const field = protect ? Number(groupField('protectGva', group) >> 32n) : 0;
     const offs = Array.from({ length: count }, (_, i) => this.leafOrThrow('protectGva', g0 + i * PAGE_SIZE, gva + BigInt(i) * PAGE));
     const mark = this.armed ? SW_WP : 0;
     for (const off of offs) {
       const lo = this.dv.getUint32(off, true);
+      const hi = this.dv.getUint32(off + 4, true);
       // D is cleared with every protection change: see mapGva.
       const want = protect ? ((lo & ~RW & ~SW_WP & ~D) | mark) : ((lo | RW) & ~SW_WP & ~D);
+      const wantHi = ((hi & ~GROUP_HI) | field) >>> 0;
       if (protect) this.wp.add(off);
       else this.wp.delete(off);
+      // The group field is the guest handler's to read, not the hardware's: no sync for it alone.
+      if (wantHi !== hi) this.dv.setUint32(off + 4, wantHi, true);
       if ((want & (RW | SW_WP)) === (lo & (RW | SW_WP))) continue;
       this.dv.setUint32(off, want >>> 0, true);
       this.markSync(off);
     }
   }
+
+  /** Reads and clears guest PTE D flags; a cleared D re-arms the shadow entry through the sync list (see mapGva). */
+  harvestGuestDirty(gva: bigint, count: number): Uint8Array {
+    this.usable('harvestGuestDirty');
+    const g0 = this.gvaPages('harvestGuestDirty', gva, count);
+    const out = new Uint8Array(count);
+    for (let i = 0; i < count; i++) {
+      const off = this.walk(g0 + i * PAGE_SIZE, false);
+      if (off < 0) continue;
+      const lo = this.dv.getUint32(off, true);
+      if (!(lo & P) || !(lo & D)) continue;
+      out[i] = 1;
+      this.dv.setUint32(off, (lo & ~D) >>> 0, true);
+      this.markSync(off);
+    }
+    return out;
+  }
+
+  /** The guest page tables the host built (KVM's own shadow or EPT tables are not visible from here). */
+  get tableBytes(): number { return this.ptNext - GG.PT_GPA; }
 
   protectGpa(_gpa: bigint, _count: number, _protect: boolean): void {
     throw new KvmUnsupportedError('protectGpa (EPT write protection)');

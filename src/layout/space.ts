@@ -1,9 +1,9 @@
-// The monitored address space on the simulated MMU: the heap in the spread layout (or the packed
+// The monitored address space on either backend's MMU: the heap in the spread layout (or the packed
 // baseline), the trace's own pages for everything else, alias planes, per-frame granularity, and
 // the monitoring mechanisms that report dirty units.
 //
-// GPA space: plane p (0 <= p < 64) starts at the backend's mmu.planeGpa(p) (p * PLANE_STRIDE on
-// the simulator); its page planeGpa(p) + f * 4096 maps to frame f in the EPT. A slab frame of class c has K = 4096 / c
+// GPA space: plane p (0 <= p < 64) starts at the backend's mmu.planeGpa(p) (PLANE_STRIDE apart on
+// both backends); its page planeGpa(p) + f * 4096 maps to frame f in the EPT. A slab frame of class c has K = 4096 / c
 // slots and all K of its plane pages mapped when it is created; nothing in the EPT changes after.
 // The guest page table maps V(f, j) to the plane page of j's group leader: with groups of m slots,
 // leader(j) = floor(j / m) * m. Pages that are not slabs (large objects, the trace's own pages) use
@@ -11,8 +11,9 @@
 //
 // Monitoring mechanisms (DESIGN.md section 2):
 //   gpt-wp     guest page-table write protection: a write to a protected V page is a #PF in the
-//              guest; the monitor (here, JS standing in for the in-guest handler) records the unit,
-//              sets R/W on every V page of the group and invalidates them, and the access retries.
+//              guest; the in-guest handler (the simulator's built-in one, or the KVM guest's) logs
+//              the page, sets R/W on every V page of the group (the aligned block of m pages its
+//              PTE_SW_GROUP field names) and invalidates them, and the access retries.
 //   ept-wp     EPT write protection of the plane pages: a write is an EPT violation (a VM exit);
 //              the simulator's built-in host handler grants W on that GPA page and logs it.
 //   ept-dirty  no faults: the EPT D flags of the plane pages are harvested (and cleared) per epoch.
@@ -22,11 +23,13 @@
 //              SPP on and an all-deny vector; a write is an EPT violation (a VM exit) for its
 //              128-byte sub-page, which the built-in handler grants and logs. Units are 128 bytes
 //              whatever the layout; meant for the packed layout, the hardware alternative.
-import { FAULT_PF, PFEC_P, PFEC_WR, CNT_TLB_MISSES, CNT_GUEST_REFS, CNT_EPT_REFS, CNT_HANDLED_EPT, CNT_PML_FULL, CNT_EPT_VIOLATION, CNT_HANDLED_SPP, PTE_D } from '../consts.ts';
+import { CNT_TLB_MISSES, CNT_GUEST_REFS, CNT_EPT_REFS, CNT_HANDLED_EPT, CNT_PML_FULL, CNT_EPT_VIOLATION, CNT_HANDLED_SPP } from '../consts.ts';
 import { SimMmu } from '../sim-mmu.ts';
 import type { FaultRecord } from '../sim.ts';
+import type { Mmu, DirtyEntry } from '../mmu.ts';
+import { createMmu, type BackendChoice } from '../backend.ts';
 import { counterNames } from '../counters.ts';
-import { MAX_PLANES, PAGE, type HeapAllocator, type MapRequest } from '../alloc/classes.ts';
+import { MAX_PLANES, PAGE, type MapRequest } from '../alloc/classes.ts';
 
 export type MonitorMode = 'gpt-wp' | 'ept-wp' | 'ept-dirty' | 'pml' | 'spp';
 export const MONITOR_MODES: MonitorMode[] = ['gpt-wp', 'ept-wp', 'ept-dirty', 'pml', 'spp'];
@@ -38,6 +41,8 @@ export const PLANE_STRIDE = 2 ** 30;
 const MAX_POOL = PLANE_STRIDE / PAGE;
 
 const SLAB = 1;
+/** counterArray's slot for the KVM guest's ring-full exits */
+const RING_FULL = counterNames.length;
 const PLAIN = 2;
 
 export class SpaceError extends Error {}
@@ -50,6 +55,10 @@ export interface SpaceOptions {
   frames?: number;
   tlbSets?: number;
   tlbWays?: number;
+  /** the MMU to run on (default sim) */
+  backend?: BackendChoice;
+  /** keep each written slab frame's guest PTE D flags at harvest, for slotWrites (the adaptive policy) */
+  trackSlots?: boolean;
 }
 
 /** A dirty unit: bytes [offset, offset + len) of pool frame `frame`. */
@@ -58,12 +67,21 @@ export interface DirtyUnit { frame: number; offset: number; len: number }
 export interface SpaceCounters {
   faults: number;
   exits: Record<string, number>;
-  tlbMisses: number;
-  walkRefs: number;
+  /** null where the backend cannot count them (KVM: the TLB and the walks are the CPU's) */
+  tlbMisses: number | null;
+  walkRefs: number | null;
+}
+
+/** The monitoring modes a backend can run, with why not for the rest. */
+export function modeUnsupported(backend: 'sim' | 'kvm', mode: MonitorMode): string | null {
+  if (backend === 'sim') return null;
+  if (mode === 'spp') return 'sub-page write permissions (spp): KVM offers no SPP interface to user space (it was proposed upstream, never merged); use --backend sim';
+  if (mode === 'ept-wp' || mode === 'pml') return `${mode} is not supported by the kvm backend yet: use --backend sim`;
+  return null;
 }
 
 export class MonitoredSpace {
-  readonly mmu: SimMmu;
+  readonly mmu: Mmu;
   readonly mode: MonitorMode;
   /** per pool frame: SLAB, PLAIN or 0 */
   private kind: Uint8Array;
@@ -83,16 +101,23 @@ export class MonitoredSpace {
   readonly plains: number[] = [];
   /** units dirtied this epoch: key frame * 4096 + offset -> length */
   private readonly dirty = new Map<number, number>();
-  /** GVA pages whose protection this epoch's gpt-wp handler lifted */
+  /** gpt-wp: first V page and page count of each group the handler opened this epoch */
   private readonly lifted: number[] = [];
+  /** trackSlots: guest PTE D flags of the slab frames written in the last epoch */
+  private readonly slotDirty = new Map<number, Uint8Array>();
+  private readonly trackSlots: boolean;
   private faults = 0;
+  /** GPA distance between alias planes on this backend */
+  private readonly stride: number;
   private counterBase: number[];
   /** accesses ran since the last harvest */
   private epochOpen = false;
 
-  private constructor(mmu: SimMmu, mode: MonitorMode) {
+  private constructor(mmu: Mmu, mode: MonitorMode, trackSlots: boolean) {
     this.mmu = mmu;
     this.mode = mode;
+    this.trackSlots = trackSlots;
+    this.stride = Number(mmu.planeGpa(1) - mmu.planeGpa(0));
     const n = mmu.frames;
     this.kind = new Uint8Array(n);
     this.cls = new Uint16Array(n);
@@ -106,9 +131,22 @@ export class MonitoredSpace {
     if (frames > MAX_POOL) throw new SpaceError(`a pool of ${frames} frames does not fit a plane (${MAX_POOL} frames at most)`);
     // Tables: the EPT maps up to 64 plane pages per slab frame; the guest table maps 64 V pages.
     const tableBytes = Math.max(8 << 20, Math.ceil(frames / 16) * PAGE * 4);
-    const mmu = await SimMmu.create({ frames, tableBytes, tlbSets: o.tlbSets, tlbWays: o.tlbWays, pml: o.mode === 'pml', maxPhyAddr: 46 }, `monitor ${o.mode}`);
-    return new MonitoredSpace(mmu, o.mode);
+    const opts = { frames, tableBytes, tlbSets: o.tlbSets, tlbWays: o.tlbWays, pml: o.mode === 'pml', maxPhyAddr: 46 };
+    const choice = o.backend ?? 'sim';
+    // auto: where the mode needs what KVM lacks, the simulator runs it, and says why.
+    const lacks = modeUnsupported('kvm', o.mode);
+    if (choice === 'kvm' && lacks) throw new SpaceError(`--backend kvm --mode ${o.mode}: ${lacks}`);
+    const mmu = choice === 'auto' && lacks ? await SimMmu.create(opts, `simulator: ${lacks}`) : await createMmu(choice, opts);
+    return new MonitoredSpace(mmu, o.mode, o.trackSlots ?? false);
   }
+
+  /** The simulator under this space, for tools that inspect its tables; throws on other backends. */
+  get sim(): SimMmu {
+    if (!(this.mmu instanceof SimMmu)) throw new SpaceError(`this monitored space runs on the ${this.mmu.backend} backend, not the simulator`);
+    return this.mmu;
+  }
+
+  close(): Promise<void> { return this.mmu.close(); }
 
   // ---- mapping ------------------------------------------------------------------------------
 
@@ -119,6 +157,12 @@ export class MonitoredSpace {
   }
 
   private gpaOf(plane: number, frame: number): bigint { return this.mmu.planeGpa(plane) + BigInt(frame * PAGE); }
+  private planeOf(gpa: bigint): { plane: number; frame: number; offset: number } {
+    const g = Number(gpa - this.mmu.planeGpa(0));
+    const plane = Math.floor(g / this.stride);
+    const rest = g - plane * this.stride;
+    return { plane, frame: Math.floor(rest / PAGE), offset: rest % PAGE };
+  }
 
   /** The allocator's map requests: slabs get K V pages onto K planes, large objects plain pages. */
   onMap = (r: MapRequest, granularity: number): void => {
@@ -212,6 +256,8 @@ export class MonitoredSpace {
       this.mmu.remapGva(BigInt(this.vpage(f, j)), this.gpaOf(now, f), 1);
       n++;
     }
+    // Between epochs every page is protected; the handler's group (PTE_SW_GROUP) follows the unit.
+    if (this.mode === 'gpt-wp') this.mmu.protectGva(BigInt(this.vpage(f, 0)), k, true, m);
     return n;
   }
 
@@ -239,11 +285,11 @@ export class MonitoredSpace {
   private armFrame(f: number): void {
     const k = this.slots(f);
     if (this.mode === 'gpt-wp') {
-      for (let j = 0; j < k; j++) this.mmu.protectGva(BigInt(this.vpage(f, j)), 1, true);
+      this.mmu.protectGva(BigInt(this.vpage(f, 0)), k, true, this.group[f]!);
     } else if (this.mode === 'ept-wp') {
       for (let p = 0; p < k; p++) this.mmu.protectGpa(this.gpaOf(p, f), 1, true);
     } else if (this.mode === 'spp') {
-      for (let p = 0; p < k; p++) this.mmu.setSubPageWrites(this.gpaOf(p, f), 0n);
+      for (let p = 0; p < k; p++) this.sim.setSubPageWrites(this.gpaOf(p, f), 0n);
     }
   }
 
@@ -260,59 +306,53 @@ export class MonitoredSpace {
     return { f, lead: this.leader(f, e % MAX_PLANES) };
   }
 
-  /**
-   * The in-guest #PF handler of gpt-wp: a write to a protected page. Records the unit and lifts the
-   * protection of every V page of its group. False when the fault is not one it handles.
-   */
-  handleWriteFault(fault: FaultRecord): boolean {
-    if (this.mode !== 'gpt-wp' || fault.kind !== FAULT_PF || (fault.code & (PFEC_P | PFEC_WR)) !== (PFEC_P | PFEC_WR)) return false;
-    const u = this.unitOfPage(Math.floor(Number(fault.gva) / PAGE));
-    if (!u) return false;
+  /** A page the in-guest #PF handler opened: its unit, and the group to protect again at harvest. */
+  private recordGvaPage(gva: bigint): void {
+    const u = this.unitOfPage(Number(gva) / PAGE);
+    if (!u) throw new SpaceError(`the in-guest monitor reported GVA ${hex(gva)}, which is no page of this space`);
     const { f, lead } = u;
-    this.faults++;
     const m = this.group[f]!;
+    this.faults++;
     this.record(f, lead * this.cls[f]!, m * this.cls[f]!);
-    for (let j = lead; j < lead + m; j++) {
-      const v = this.vpage(f, j);
-      this.mmu.protectGva(BigInt(v), 1, false);
-      this.lifted.push(v);
-    }
-    return true;
+    this.lifted.push(this.vpage(f, lead), m);
   }
 
-  /** Runs queued accesses with this mode's handlers; `onFault` resolves what the mode does not. */
-  runBatch(onFault: (f: FaultRecord) => void): void {
+  /** Runs queued accesses with this mode's handlers; `onFault` resolves what they do not (a fault
+   *  ends the run at that access, which `onFault` must make retryable). */
+  async runBatch(onFault: (f: FaultRecord) => void): Promise<void> {
     const mmu = this.mmu;
-    const handlers = { eptWriteProtect: this.mode === 'ept-wp', pmlFull: this.mode === 'pml', spp: this.mode === 'spp' };
+    const handlers = { guestWriteProtect: this.mode === 'gpt-wp', eptWriteProtect: this.mode === 'ept-wp', pmlFull: this.mode === 'pml', spp: this.mode === 'spp' };
     let start = 0;
     if (mmu.batch.count > 0) this.epochOpen = true;
     for (;;) {
-      const r = mmu.runSync(start, handlers);
+      const r = await mmu.run(start, handlers);
+      this.drainLog();
       if (r.status === 'done') break;
-      if (r.status === 'log-full') { this.drainLog(); start = r.next; continue; }
-      const f = r.fault!;
-      if (!this.handleWriteFault(f)) onFault(f);
+      if (r.status === 'fault') onFault(r.fault!);
       start = r.next;
     }
     mmu.batch.reset();
   }
 
-  /** Units from the simulator's dirty log (ept-wp exits, PML drains). */
+  /** Units the built-in handlers logged: in-guest #PF pages, EPT exits, PML drains, SPP grants. */
   private drainLog(): void {
-    for (const e of this.mmu.dirty()) this.recordGpa(e.addr);
+    for (const e of this.mmu.dirty()) this.recordEntry(e);
+  }
+
+  private recordEntry(e: DirtyEntry): void {
+    if (e.source === 'pf') this.recordGvaPage(e.addr);
+    else this.recordGpa(e.addr);
   }
 
   private recordGpa(gpa: bigint): void {
-    const g = Number(gpa - this.mmu.planeGpa(0));
-    const plane = Math.floor(g / PLANE_STRIDE);
+    const { plane, frame: f, offset } = this.planeOf(gpa);
     // PML also logs the guest's own page-table pages (the CPU sets their A/D flags with writes
     // the EPT sees); they live above the planes and are not data.
     if (plane >= MAX_PLANES) return;
-    const f = Math.floor((g - plane * PLANE_STRIDE) / PAGE);
     if (this.mode === 'spp') {
       // The handler logs the page's GPA with the sub-page number in bits 11:7.
       // Every plane page maps the whole frame, so the offset in the page is the offset in the frame.
-      if (this.kind[f] !== 0) this.record(f, g % PAGE, SPP_UNIT);
+      if (this.kind[f] !== 0) this.record(f, offset, SPP_UNIT);
       return;
     }
     if (this.kind[f] === SLAB) this.record(f, plane * this.cls[f]!, this.group[f]! * this.cls[f]!);
@@ -326,23 +366,24 @@ export class MonitoredSpace {
    */
   harvest(): { units: DirtyUnit[]; counters: SpaceCounters } {
     const mmu = this.mmu;
+    this.drainLog();
+    // Before re-arming: on KVM a protection change clears D (the shadow entry must turn read-only).
+    if (this.trackSlots) this.keepSlotFlags();
     if (this.mode === 'gpt-wp') {
-      for (const v of this.lifted) mmu.protectGva(BigInt(v), 1, true);
+      for (let i = 0; i < this.lifted.length; i += 2) mmu.protectGva(BigInt(this.lifted[i]!), this.lifted[i + 1]!, true, this.lifted[i + 1]!);
       this.lifted.length = 0;
     } else if (this.mode === 'ept-wp') {
-      this.drainLog();
       for (const key of this.dirty.keys()) {
         const f = Math.floor(key / PAGE);
         const plane = this.kind[f] === SLAB ? (key % PAGE) / this.cls[f]! : 0;
         mmu.protectGpa(this.gpaOf(plane, f), 1, true);
       }
     } else if (this.mode === 'spp') {
-      this.drainLog();
       const pages = new Set<number>();
       for (const key of this.dirty.keys()) pages.add(Math.floor(key / PAGE));
-      for (const f of pages) for (let p = 0; p < this.slots(f); p++) mmu.setSubPageWrites(this.gpaOf(p, f), 0n);
+      for (const f of pages) for (let p = 0; p < this.slots(f); p++) this.sim.setSubPageWrites(this.gpaOf(p, f), 0n);
     } else {
-      if (this.mode === 'pml') { this.drainLog(); for (const gpa of mmu.harvestPml()) this.recordGpa(gpa); }
+      if (this.mode === 'pml') { for (const gpa of mmu.harvestPml()) this.recordGpa(gpa); }
       // D flags: the harvest for ept-dirty; for PML, clearing them is what makes the CPU log the
       // page again next epoch (a check: every D page must already have been logged).
       // One call per plane over every frame in use: unmapped plane pages are skipped, and the
@@ -351,6 +392,7 @@ export class MonitoredSpace {
       for (const f of this.slabs) planes = Math.max(planes, this.slots(f));
       for (let p = 0; p < planes && this.nextFrame > 0; p++) for (const gpa of mmu.harvestEptDirty(this.gpaOf(p, 0), this.nextFrame)) this.recordGpa(gpa);
     }
+    if (this.trackSlots) this.keepSlotFlags();
     const units = [...this.dirty].map(([key, len]) => ({ frame: Math.floor(key / PAGE), offset: key % PAGE, len }));
     this.dirty.clear();
     this.epochOpen = false;
@@ -359,37 +401,57 @@ export class MonitoredSpace {
     const exits: Record<string, number> = {};
     if (d(CNT_EPT_VIOLATION)) exits.eptViolation = d(CNT_EPT_VIOLATION);
     if (d(CNT_PML_FULL)) exits.pmlFull = d(CNT_PML_FULL);
+    const sim = mmu.backend === 'sim';
+    if (!sim && d(RING_FULL)) exits.ringFull = d(RING_FULL);
     const counters: SpaceCounters = {
       faults: this.mode === 'gpt-wp' ? this.faults : this.mode === 'ept-wp' ? d(CNT_HANDLED_EPT) : this.mode === 'spp' ? d(CNT_HANDLED_SPP) : 0,
       exits,
-      tlbMisses: d(CNT_TLB_MISSES),
-      walkRefs: d(CNT_GUEST_REFS) + d(CNT_EPT_REFS),
+      tlbMisses: sim ? d(CNT_TLB_MISSES) : null,
+      walkRefs: sim ? d(CNT_GUEST_REFS) + d(CNT_EPT_REFS) : null,
     };
     this.faults = 0;
     this.counterBase = now;
     return { units, counters };
   }
 
+  /** Guest PTE D flags of the slab frames with units this epoch (others cannot have any). */
+  private keepSlotFlags(): void {
+    for (const key of this.dirty.keys()) {
+      const f = Math.floor(key / PAGE);
+      if (this.kind[f] !== SLAB || this.slotDirty.has(f)) continue;
+      this.slotDirty.set(f, this.mmu.harvestGuestDirty(BigInt(this.vpage(f, 0)), this.slots(f)));
+    }
+  }
+
   /**
-   * Guest PTE D flags of a slab frame's V pages: which slots were written since the last call
-   * (then cleared). The two levels at work: whatever the EPT-level unit, the guest table still
-   * has one PTE, and one D flag, per slot.
+   * Which slots of a slab frame were written in the epoch just harvested (trackSlots), from the
+   * guest PTE D flags of its V pages. The two levels at work: whatever the EPT-level unit, the
+   * guest table still has one PTE, and one D flag, per slot. Each frame's flags are handed out once.
    */
   slotWrites(f: number): boolean[] {
-    const out: boolean[] = [];
-    for (let j = 0; j < this.slots(f); j++) {
-      const v = BigInt(this.vpage(f, j));
-      const l = this.mmu.gpt.leafEntry(v);
-      const d = !!l && (l.value & PTE_D) !== 0n;
-      if (d) { this.mmu.sim.write64(l!.hpa, l!.value & ~PTE_D); this.mmu.sim.invlpg(v); }
-      out.push(d);
-    }
-    return out;
+    if (!this.trackSlots) throw new SpaceError('slotWrites: create the space with trackSlots');
+    const flags = this.slotDirty.get(f);
+    this.slotDirty.delete(f);
+    return Array.from({ length: this.slots(f) }, (_, j) => !!flags?.[j]);
   }
 
   // ---- data and sizes -----------------------------------------------------------------------
 
   readUnit(u: DirtyUnit): Uint8Array { return this.mmu.readFrame(u.frame, u.offset, u.len); }
+
+  /** Bytes at a GVA of this space, through its own map of pages to frames (no walk, no side effects). */
+  readGva(gva: number, n: number): Uint8Array {
+    const out = new Uint8Array(n);
+    for (let done = 0; done < n;) {
+      const a = gva + done;
+      const e = this.byPage.get(Math.floor(a / PAGE));
+      if (e === undefined) throw new SpaceError(`cannot read ${hex(a)}: no page of this space maps it`);
+      const take = Math.min(n - done, PAGE - (a % PAGE));
+      out.set(this.mmu.readFrame(Math.floor(e / MAX_PLANES), a % PAGE, take), done);
+      done += take;
+    }
+    return out;
+  }
   /** Whether a pool frame is a slab of the spread layout (its units can be finer than a page). */
   isSlab(f: number): boolean { return this.kind[f] === SLAB; }
   frameBytes(f: number): Uint8Array { return this.mmu.readFrame(f, 0, PAGE); }
@@ -400,6 +462,6 @@ export class MonitoredSpace {
 
   private counterArray(): number[] {
     const c = this.mmu.counters();
-    return counterNames.map((name) => c[name] ?? 0);
+    return [...counterNames, 'ringFull'].map((name) => c[name] ?? 0);
   }
 }

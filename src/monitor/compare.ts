@@ -4,6 +4,7 @@
 import { cpuModel } from '../host.ts';
 import { runMonitor, type Layout, type MonitorResult, type EpochStats } from './engine.ts';
 import type { MonitorMode } from '../layout/space.ts';
+import type { BackendChoice } from '../backend.ts';
 import type { CompareResult, CompareRow } from '../report/types.ts';
 import { traceInfo } from '../trace/reader.ts';
 import { EV_ALLOC } from '../trace/events.ts';
@@ -34,12 +35,17 @@ export interface CompareOptions {
    */
   block?: boolean;
   onRun?: (label: string, k: number, of: number) => void;
+  /** the MMU every monitored row runs on (default sim) */
+  backend?: BackendChoice;
 }
 
 interface Job { mode: MonitorMode; layout: Layout; granularity: number | 'adaptive'; label: string; rowMode: string }
 
 
 const sumAfterBase = (epochs: EpochStats[], f: (e: EpochStats) => number) => epochs.slice(1).reduce((s, e) => s + f(e), 0);
+/** sumAfterBase for counters a backend may not have (null: not counted there) */
+const sumCounted = (epochs: EpochStats[], f: (e: EpochStats) => number | null) =>
+  epochs.some((e) => f(e) === null) ? null : sumAfterBase(epochs, (e) => f(e) ?? 0);
 
 export class CompareError extends Error {}
 
@@ -68,7 +74,8 @@ export async function compareTrace(tracePath: string, o: CompareOptions): Promis
   const runs: { job: Job; r: MonitorResult }[] = [];
   for (const [k, job] of jobs.entries()) {
     o.onRun?.(job.label, k, jobs.length);
-    const r = await runMonitor(tracePath, { mode: job.mode, layout: job.layout, granularity: job.granularity, epochWrites: o.epochWrites, frames: o.frames });
+    const r = await runMonitor(tracePath, { mode: job.mode, layout: job.layout, granularity: job.granularity, epochWrites: o.epochWrites, frames: o.frames, backend: o.backend });
+    await r.space.close();
     runs.push({ job, r });
   }
   const base = runs[0]!.r;
@@ -82,7 +89,7 @@ export async function compareTrace(tracePath: string, o: CompareOptions): Promis
       mode: job.rowMode, layout: job.layout, granularity: job.granularity, label: job.label,
       checkpointBytes: cb, overPage: pageBytes ? cb / pageBytes : 0, overIdeal: idealBytes ? cb / idealBytes : 0,
       dirtyUnits: sumAfterBase(r.epochs, (e) => e.dirtyUnits), faults: sumAfterBase(r.epochs, (e) => e.faults), exits,
-      tlbMisses: sumAfterBase(r.epochs, (e) => e.tlbMisses), walkRefs: sumAfterBase(r.epochs, (e) => e.walkRefs),
+      tlbMisses: sumCounted(r.epochs, (e) => e.tlbMisses), walkRefs: sumCounted(r.epochs, (e) => e.walkRefs),
       tableBytes: r.tableBytes, vaBytes: r.vaBytes, seconds: r.seconds,
       epochs: r.epochs.map((e) => ({
         index: e.index, writes: e.writes, idealBytes: e.idealBytes, checkpointBytes: e.checkpointBytes, dirtyUnits: e.dirtyUnits,
@@ -122,6 +129,7 @@ export async function compareTrace(tracePath: string, o: CompareOptions): Promis
     trace: { path: tracePath, events: info.events, source: info.meta.source, command: info.meta.command },
     epochWrites: o.epochWrites, epochs: base.epochs.length, idealBytes,
     machine: { cpu: cpuModel(), node: process.version },
+    backend: { name: base.backend.name, reason: base.backend.reason },
     rows, notes, generated: new Date().toISOString(),
   };
 }

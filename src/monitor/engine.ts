@@ -1,8 +1,10 @@
 // The monitoring run: a trace replayed under a heap layout and a monitoring mechanism, epoch by
-// epoch: arm, run the epoch's accesses through the simulator (with data: recorded values, or a
+// epoch: arm, run the epoch's accesses through the MMU of either backend (with data: recorded values, or a
 // deterministic value derived from the event), collect the dirty units, hand their bytes to a
 // checkpoint, re-arm, and let the adaptive policy regroup frames.
 import { ACC_READ, ACC_WRITE, ACC_FETCH, ACC_USER, FAULT_PF, PFEC_P } from '../consts.ts';
+import type { BackendChoice } from '../backend.ts';
+import type { BackendName } from '../mmu.ts';
 import { EV_READ, EV_WRITE, EV_MODIFY, EV_FETCH, EV_ALLOC, EV_FREE, EV_REALLOC, EV_EPOCH, type EventBlock, type TraceMeta } from '../trace/events.ts';
 import { TraceReader } from '../trace/reader.ts';
 import { SpreadAllocator } from '../alloc/spread.ts';
@@ -30,6 +32,8 @@ export interface MonitorOptions {
   granularity: number | 'adaptive';
   epochWrites: number;
   frames?: number;
+  /** the MMU to run on (default sim) */
+  backend?: BackendChoice;
   /** stop after this epoch (restore --verify re-runs up to the epoch it restores) */
   stopAfter?: number;
   /** called at the end of each epoch with its dirty units (bytes readable through `space`) */
@@ -46,8 +50,9 @@ export interface EpochStats {
   slabBytes: number;
   faults: number;
   exits: Record<string, number>;
-  tlbMisses: number;
-  walkRefs: number;
+  /** null on the kvm backend, where the TLB and the walks are the CPU's */
+  tlbMisses: number | null;
+  walkRefs: number | null;
   /** adaptive: PTEs rewritten by granularity changes at the end of the epoch */
   regrouped: number;
   /** paging structures (guest tables, EPT, SPP table) and virtual address space at the epoch's end */
@@ -64,6 +69,9 @@ export interface MonitorResult {
   framesUsed: number;
   retarget: { inObject: number; outside: number; straddling: number; unknownFrees: number } | null;
   seconds: number;
+  /** which MMU ran, and why (createMmu's reason) */
+  backend: { name: BackendName; reason: string };
+  /** the space at the end of the run (frame bytes for restore --verify); close() it when done */
   space: MonitoredSpace;
 }
 
@@ -94,8 +102,19 @@ export async function runMonitor(tracePath: string, o: MonitorOptions): Promise<
     throw new MonitorError('the trace\'s own layout is monitored at page level only (give --granularity 4096), or use the spread layout');
   }
   const reader = TraceReader.open(tracePath);
+  const space = await MonitoredSpace.create({ mode: o.mode, frames: o.frames, backend: o.backend, trackSlots: o.granularity === 'adaptive' });
+  try {
+    return await monitorIn(space, reader, tracePath, o, t0);
+  } catch (e) {
+    await space.close();
+    throw e;
+  } finally {
+    reader.close();
+  }
+}
+
+async function monitorIn(space: MonitoredSpace, reader: TraceReader, tracePath: string, o: MonitorOptions, t0: number): Promise<MonitorResult> {
   const meta = reader.meta;
-  const space = await MonitoredSpace.create({ mode: o.mode, frames: o.frames });
   const unit = o.granularity === 'adaptive' ? AdaptivePolicy.START : o.granularity;
   const onMap = (r: MapRequest) => space.onMap(r, unit);
   let alloc: HeapAllocator | null = null;
@@ -126,31 +145,37 @@ export async function runMonitor(tracePath: string, o: MonitorOptions): Promise<
     throw new MonitorError(`unexpected fault at ${hex(Number(f.gva))} (kind ${f.kind}, code ${hex(f.code)}); this is a bug in granule, please report it with the trace`);
   };
   const flush = () => space.runBatch(onFault);
+  /** Makes room for an access of `size` bytes (split in pieces, perhaps across objects) before it is queued. */
+  const room = async (size: number) => {
+    if (!batch.hasRoom(Math.ceil(size / PIECE) + 2, size)) await flush();
+  };
 
+  /** Queues an access; room() made space for it. */
   const pushAccess = (addr: number, size: number, acc: number, vals: Uint8Array | null, voff: number) => {
     if (addr + size > USER_LIMIT) throw new MonitorError(`access at ${hex(addr)} (${size} bytes) is above the 47-bit user half; granule replays user-space traces`);
     for (let off = 0; off < size; off += PIECE) {
       const n = Math.min(PIECE, size - off);
       const ok = vals ? batch.pushAddrValue(addr + off, acc, n, vals, voff + off) : batch.pushAddr(addr + off, acc, n);
-      if (!ok) { flush(); if (vals) batch.pushAddrValue(addr + off, acc, n, vals, voff + off); else batch.pushAddr(addr + off, acc, n); }
+      if (!ok) throw new MonitorError(`the batch has no room for the access at ${hex(addr + off)}; this is a bug in granule, please report it with the trace`);
     }
   };
 
   /** Copies a reallocated object's bytes to its new place, as writes the monitor sees. */
   /** writes that are not trace events (realloc copies) since the last epoch ended */
   let copies = 0;
-  const copyObject = (from: number, to: number, size: number) => {
+  const copyObject = async (from: number, to: number, size: number) => {
     copies++;
-    flush();
+    await flush();
     for (let off = 0; off < size; off += PIECE) {
       const n = Math.min(PIECE, size - off);
-      const bytes = readGva(space, from + off, n);
+      const bytes = space.readGva(from + off, n);
+      await room(n);
       pushAccess(to + off, n, ACC_WRITE | ACC_USER, bytes, 0);
     }
   };
 
-  const endEpoch = () => {
-    flush();
+  const endEpoch = async () => {
+    await flush();
     const { units, counters } = space.harvest();
     const e: EpochStats = {
       index: epochs.length, writes, idealBytes: bitmap.idealBytes(), dirtyUnits: units.length,
@@ -168,7 +193,7 @@ export async function runMonitor(tracePath: string, o: MonitorOptions): Promise<
     if (epochs.length > stopAfter) stopped = true;
   };
 
-  const block = (b: EventBlock) => {
+  const block = async (b: EventBlock) => {
     for (let i = 0; i < b.count && !stopped; i++, eventIndex++) {
       const k = b.kind[i]!;
       if (k <= EV_FETCH) {
@@ -182,13 +207,14 @@ export async function runMonitor(tracePath: string, o: MonitorOptions): Promise<
           if (b.valueOff[i]! >= 0) { vals = b.values; voff = b.valueOff[i]!; } else { fillValue(value, eventIndex, Math.min(s, value.length)); vals = s <= value.length ? value : null; }
           bitmap.write(a, s);
         }
+        await room(s);
         const to = retarget ? retarget.map(a, s) : a;
         if (typeof to === 'number') pushAccess(to, s, acc, vals, voff);
         else {
           let off = 0;
           for (const p of to) { pushAccess(p.addr, p.size, acc, vals, voff + off); off += p.size; }
         }
-        if (isWrite && ++writes === o.epochWrites) endEpoch();
+        if (isWrite && ++writes === o.epochWrites) await endEpoch();
       } else if (k === EV_ALLOC || k === EV_FREE || k === EV_REALLOC) {
         sawAlloc = true;
         if (!retarget) continue;
@@ -196,7 +222,7 @@ export async function runMonitor(tracePath: string, o: MonitorOptions): Promise<
         else if (k === EV_FREE) retarget.onFree(b.addr[i]!);
         else {
           const { from, to } = retarget.onRealloc(b.addr[i]!, b.arg[i]!, b.size[i]!);
-          if (from && to && from.addr !== to.addr) copyObject(from.addr, to.addr, Math.min(from.size, to.size));
+          if (from && to && from.addr !== to.addr) await copyObject(from.addr, to.addr, Math.min(from.size, to.size));
         }
       } else if (k === EV_EPOCH) {
         // Epochs here are counted in writes; marks are kept for replay --epoch-marks.
@@ -204,37 +230,19 @@ export async function runMonitor(tracePath: string, o: MonitorOptions): Promise<
     }
   };
 
-  try {
-    for (const b of reader.blocks()) {
-      block(b);
-      if (stopped) break;
-    }
-  } finally {
-    reader.close();
+  for (const b of reader.blocks()) {
+    await block(b);
+    if (stopped) break;
   }
   // The last epoch may be partial, or hold only a realloc's copy; its accesses still run.
-  if (!stopped && (writes > 0 || copies > 0 || epochs.length === 0)) endEpoch();
-  else if (!stopped) flush();
+  if (!stopped && (writes > 0 || copies > 0 || epochs.length === 0)) await endEpoch();
+  else if (!stopped) await flush();
   if (alloc && !sawAlloc) {
     throw new MonitorError(`${tracePath} has no allocation events, so its objects cannot be placed in the ${o.layout} layout: record it with granule record (which reports allocations), or monitor its own layout with --layout trace`);
   }
   return {
     options: o, meta, epochs, tableBytes: space.tableBytes, vaBytes: space.vaBytes, framesUsed: space.framesUsed,
-    retarget: retarget ? { ...retarget.stats } : null, seconds: (performance.now() - t0) / 1000, space,
+    retarget: retarget ? { ...retarget.stats } : null, seconds: (performance.now() - t0) / 1000,
+    backend: { name: space.mmu.backend, reason: space.mmu.reason }, space,
   };
-}
-
-/** Reads bytes at a GVA through the guest page table (inspection walk, no side effects). */
-export function readGva(space: MonitoredSpace, gva: number, n: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let done = 0;
-  while (done < n) {
-    const a = gva + done;
-    const take = Math.min(n - done, PAGE - (a % PAGE));
-    const r = space.mmu.sim.inspect(BigInt(a), ACC_READ);
-    if (r.fault) throw new SpaceError(`cannot read ${hex(a)}: the walk faults (kind ${r.fault.kind})`);
-    out.set(space.mmu.sim.readBytes(r.hpa, take), done);
-    done += take;
-  }
-  return out;
 }

@@ -181,7 +181,7 @@ function logBounds(values: (number | null)[], base: 2 | 10): { yMin?: number; yM
 }
 
 const seriesValues = (s: SeriesSpec[]) => s.flatMap((x) => x.y);
-const positiveOrNull = (v: number) => (v > 0 ? v : null);
+const positiveOrNull = (v: number | null) => (v !== null && v > 0 ? v : null);
 
 function describeSeries(spec: ChartSpec): string {
   const fx = (v: number) => (spec.xKind === 'granularity' ? granularityText(v) : `epoch ${v}`);
@@ -359,7 +359,7 @@ function chartFigure(spec: ChartSpec, wide: boolean): string {
 
 interface HtmlColumn { head: string; title?: string; sortable?: false; cell: (x: CompareRow, i: number) => { text: string; v: number; html?: string } }
 
-const mmu = (x: CompareRow, v: number, text: string) => (hasMmu(x) ? { text, v } : { text: '–', v: NaN });
+const mmu = (x: CompareRow, v: number | null, text: string) => (hasMmu(x) && v !== null ? { text, v } : { text: '–', v: NaN });
 
 const HTML_COLUMNS: HtmlColumn[] = [
   { head: 'Configuration', title: 'sorting by this column restores the original order', cell: (x, i) => ({ text: x.label, v: i }) },
@@ -376,8 +376,8 @@ const HTML_COLUMNS: HtmlColumn[] = [
       return { text: '', html: reasons.length === 1 ? escapeHtml(reasons[0][0]) : reasons.map(([k, n]) => `<span>${escapeHtml(`${k} ${fmtInt(n)}`)}</span>`).join(''), v: NaN };
     },
   },
-  { head: 'TLB misses', cell: (x) => mmu(x, x.tlbMisses, fmtInt(x.tlbMisses)) },
-  { head: 'Walk refs', title: 'memory references made by page walks', cell: (x) => mmu(x, x.walkRefs, fmtInt(x.walkRefs)) },
+  { head: 'TLB misses', cell: (x) => mmu(x, x.tlbMisses, fmtInt(x.tlbMisses ?? 0)) },
+  { head: 'Walk refs', title: 'memory references made by page walks', cell: (x) => mmu(x, x.walkRefs, fmtInt(x.walkRefs ?? 0)) },
   { head: 'PT+EPT', title: 'guest page tables plus EPT', cell: (x) => mmu(x, x.tableBytes, fmtBytes(x.tableBytes)) },
   { head: 'VA', title: 'virtual address space mapped', cell: (x) => mmu(x, x.vaBytes, fmtBytes(x.vaBytes)) },
   { head: 'Time', title: 'wall time of the run', cell: (x) => ({ text: x.seconds < 10 ? `${x.seconds.toFixed(2)} s` : `${fmtInt(x.seconds)} s`, v: x.seconds }) },

@@ -110,6 +110,8 @@ interface Column {
   tight?: boolean;
 }
 
+/** A counter the backend may not have: a dash where it was not counted. */
+const fmtCounted = (v: number | null) => (v === null ? '–' : fmtInt(v));
 const dashUnlessMmu = (f: (row: CompareRow) => string) => (row: CompareRow) => (hasMmu(row) ? f(row) : '–');
 
 export const COLUMNS: Column[] = [
@@ -120,8 +122,8 @@ export const COLUMNS: Column[] = [
   { head: 'faults', align: 'r', cell: dashUnlessMmu((x) => fmtInt(x.faults)) },
   { head: 'exits', align: 'r', cell: dashUnlessMmu((x) => fmtInt(exitsTotal(x.exits))) },
   { head: '', align: 'l', tight: true, cell: (x) => { const t = topExitReason(x.exits); return t ? `(${t})` : ''; } },
-  { head: 'TLB misses', align: 'r', cell: dashUnlessMmu((x) => fmtInt(x.tlbMisses)) },
-  { head: 'walk refs', align: 'r', cell: dashUnlessMmu((x) => fmtInt(x.walkRefs)) },
+  { head: 'TLB misses', align: 'r', cell: dashUnlessMmu((x) => fmtCounted(x.tlbMisses)) },
+  { head: 'walk refs', align: 'r', cell: dashUnlessMmu((x) => fmtCounted(x.walkRefs)) },
   { head: 'PT+EPT', align: 'r', cell: dashUnlessMmu((x) => fmtBytes(x.tableBytes)) },
   { head: 'VA', align: 'r', cell: dashUnlessMmu((x) => fmtBytes(x.vaBytes)) },
 ];

@@ -18,9 +18,10 @@ export interface CompareEpoch {
   faults: number;
   /** VM exits, all reasons together */
   exits: number;
-  tlbMisses: number;
-  /** memory references made by page walks (guest page table and EPT) */
-  walkRefs: number;
+  /** null where the backend cannot count them (kvm: the TLB is the CPU's) */
+  tlbMisses: number | null;
+  /** memory references made by page walks (guest page table and EPT); null on the kvm backend */
+  walkRefs: number | null;
   /** guest page tables + EPT (+ SPP table) bytes at the end of the epoch; absent for rows without an MMU */
   tableBytes?: number;
   /** virtual address space mapped at the end of the epoch */
@@ -47,9 +48,10 @@ export interface CompareRow {
   faults: number;
   /** by reason, e.g. {eptViolation: 12, pmlFull: 3} */
   exits: Record<string, number>;
-  tlbMisses: number;
-  walkRefs: number;
-  /** guest page tables + EPT */
+  /** null on the kvm backend (see CompareEpoch) */
+  tlbMisses: number | null;
+  walkRefs: number | null;
+  /** guest page tables + EPT (kvm: the guest tables only) */
   tableBytes: number;
   /** virtual address space mapped */
   vaBytes: number;
@@ -66,6 +68,8 @@ export interface CompareResult {
   /** distinct bytes written, summed over epochs */
   idealBytes: number;
   machine?: { cpu: string; node: string };
+  /** the MMU the monitored rows ran on, and why */
+  backend?: { name: 'sim' | 'kvm'; reason: string };
   /** in the order the reports show them */
   rows: CompareRow[];
   /** e.g. why a mode was skipped */
