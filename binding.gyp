@@ -20,7 +20,8 @@
         "hw/src/regs.cc",
         "hw/src/system.cc",
         "hw/src/vcpu.cc",
-        "hw/src/vm.cc"
+        "hw/src/vm.cc",
+        "hw/src/wpwatch.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

@@ -2,21 +2,24 @@
 // which ran and why.
 import { existsSync } from 'node:fs';
 import { SimMmu, type SimMmuOptions } from './sim-mmu.ts';
-import { KvmMmu, describeKvmHost, guestImagePath, KVM_UNSUPPORTED, type KvmMmuOptions } from './hw/kvm-mmu.ts';
+import { KvmMmu, describeKvmHost, guestImagePath, type KvmMmuOptions } from './hw/kvm-mmu.ts';
 import { loadKvmAddon, DEFAULT_KVM_DEVICE } from './hw/native.ts';
 import type { Mmu } from './mmu.ts';
 
 export type BackendChoice = 'auto' | 'sim' | 'kvm';
 
 /** Options of both backends; each ignores what only the other one has (the simulator's TLB shape, the guest's timeout). */
-export type MmuOptions = SimMmuOptions & Omit<KvmMmuOptions, 'frames' | 'batchCapacity' | 'valueCapacity'>;
+export type MmuOptions = SimMmuOptions & Omit<KvmMmuOptions, 'frames' | 'batchCapacity' | 'valueCapacity' | 'planeTracking'> & {
+  /** EPT-level write protection will be used (protectGpa): on KVM, planes get write watches */
+  eptWriteProtect?: boolean;
+};
 
 /**
  * Why the KVM backend cannot serve these options here, or null when it can: the addon and the
  * device (the multi-line explanation of src/hw/native.ts), the guest image, or a feature it lacks.
  */
 export function kvmUnavailable(opts: MmuOptions = {}): string | null {
-  if (opts.pml) return `page-modification logging (pml) was asked for, which is ${KVM_UNSUPPORTED}`;
+  if (opts.pml && opts.eptWriteProtect) return 'PML and EPT write protection together: the kvm backend tracks planes one way per VM (dirty ring or write watch)';
   const r = loadKvmAddon(opts.device ?? DEFAULT_KVM_DEVICE);
   if ('error' in r) return r.error;
   const image = opts.image ?? guestImagePath();
@@ -33,7 +36,9 @@ export function kvmUnavailable(opts: MmuOptions = {}): string | null {
 function kvmOptions(opts: MmuOptions): KvmMmuOptions {
   return {
     frames: opts.frames, runTimeoutMs: opts.runTimeoutMs, image: opts.image, ringCapacity: opts.ringCapacity, device: opts.device,
-    batchCapacity: opts.batchCapacity, valueCapacity: opts.valueCapacity,
+    batchCapacity: opts.batchCapacity, valueCapacity: opts.valueCapacity, dirtyRingEntries: opts.dirtyRingEntries,
+    // PML's counterpart is KVM's dirty ring; EPT write protection's, a userfaultfd watch per plane.
+    planeTracking: opts.pml ? 'dirty-ring' : opts.eptWriteProtect ? 'write-watch' : 'dirty-log',
   };
 }
 

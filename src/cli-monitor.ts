@@ -3,10 +3,11 @@ import { Command, Option } from 'commander';
 import { createHash } from 'node:crypto';
 import { createReadStream, statSync } from 'node:fs';
 import { UsageError, InputError, type Io } from './cli-io.ts';
-import { parseGranularities, parseCount, bytes } from './cli-trace.ts';
+import { parseGranularities, parseCount, bytes, backendOption } from './cli-trace.ts';
+import type { BackendChoice } from './backend.ts';
 import { runMonitor, type Layout } from './monitor/engine.ts';
 import { compareTrace, DEFAULT_COMPARE_GRANULARITIES, DEFAULT_COMPARE_MODES } from './monitor/compare.ts';
-import { MONITOR_MODES, type MonitorMode } from './layout/space.ts';
+import { MONITOR_MODES, modeUnsupported, type MonitorMode } from './layout/space.ts';
 import { CheckpointWriter } from './checkpoint/writer.ts';
 import { restoreImage, verifyChain } from './checkpoint/restore.ts';
 import { CheckpointError } from './checkpoint/format.ts';
@@ -54,16 +55,22 @@ async function sha256(path: string): Promise<string> {
 
 // ---------------------------------------------------------------------------------------------
 
-async function compareCommand(trace: string, o: { json?: boolean; html?: string; epochWrites?: string; granularity?: string; modes?: string; frames?: string; spp?: boolean; block?: boolean }, io: Io): Promise<void> {
+/** Which MMU ran and why, on stderr, when it may not be the one asked for or the default. */
+function sayBackend(io: Io, asked: BackendChoice, ran: { name: string; reason: string }): void {
+  if (asked !== 'sim' || ran.name !== 'sim') io.err(`granule: backend ${ran.name}: ${ran.reason.split('\n')[0]}\n`);
+}
+
+async function compareCommand(trace: string, o: { json?: boolean; html?: string; epochWrites?: string; granularity?: string; modes?: string; frames?: string; spp?: boolean; block?: boolean; backend: BackendChoice }, io: Io): Promise<void> {
   const epochWrites = parseEpochWrites(o.epochWrites);
   const granularities = o.granularity ? parseMonitorGranularities(o.granularity) : DEFAULT_COMPARE_GRANULARITIES;
   const modes = o.modes ? parseModes(o.modes) : DEFAULT_COMPARE_MODES;
   const frames = o.frames ? parseCount('--frames', o.frames) : undefined;
   const r = await compareTrace(trace, {
-    modes, granularities, epochWrites, frames, spp: o.spp !== false, block: !!o.block,
+    modes, granularities, epochWrites, frames, spp: o.spp !== false, block: !!o.block, backend: o.backend,
     onRun: io.tty ? (label, k, of) => io.err(`\r\x1b[2Kcompare: run ${k + 1} of ${of}: ${label}`) : undefined,
   });
   if (io.tty) io.err('\r\x1b[2K');
+  if (r.backend) sayBackend(io, o.backend, r.backend);
   if (o.html) {
     writeReport(o.html, renderCompareHtml(r));
     io.err(`granule: wrote ${o.html}\n`);
@@ -72,7 +79,7 @@ async function compareCommand(trace: string, o: { json?: boolean; html?: string;
   else io.out(formatCompareTable(r, { color: io.color }) + '\n');
 }
 
-async function checkpointCommand(trace: string, o: { output: string; mode: MonitorMode; layout: Layout; granularity?: string; epochWrites?: string; frames?: string }, io: Io): Promise<void> {
+async function checkpointCommand(trace: string, o: { output: string; mode: MonitorMode; layout: Layout; granularity?: string; epochWrites?: string; frames?: string; backend: BackendChoice }, io: Io): Promise<void> {
   const epochWrites = parseEpochWrites(o.epochWrites);
   const gText = o.granularity ?? (o.mode === 'spp' ? '128' : '64');
   const [g] = parseMonitorGranularities(gText);
@@ -82,6 +89,8 @@ async function checkpointCommand(trace: string, o: { output: string; mode: Monit
   // Everything that can be refused is refused before the directory is touched.
   if (o.mode === 'spp' && g !== 128) throw new UsageError('--mode spp monitors 128-byte sub-pages: give --granularity 128 (the default with spp)');
   if (o.mode !== 'spp' && o.layout === 'trace' && g !== PAGE) throw new UsageError('--layout trace is monitored at page level: give --granularity 4096 (or --mode spp -g 128)');
+  const lacks = modeUnsupported('kvm', o.mode);
+  if (o.backend === 'kvm' && lacks) throw new UsageError(`--backend kvm --mode ${o.mode}: ${lacks}`);
   if (o.layout !== 'trace' && traceInfo(trace).counts[EV_ALLOC] === 0) {
     throw new InputError(`${trace} has no allocation events, so its objects cannot be placed in the ${o.layout} layout: record it with granule record (which reports allocations), or give --layout trace`);
   }
@@ -95,7 +104,7 @@ async function checkpointCommand(trace: string, o: { output: string; mode: Monit
   let closed = false;
   try {
     const r = await runMonitor(trace, {
-      mode: o.mode, layout: o.layout, granularity: g!, epochWrites, frames: o.frames ? parseCount('--frames', o.frames) : undefined,
+      mode: o.mode, layout: o.layout, granularity: g!, epochWrites, frames: o.frames ? parseCount('--frames', o.frames) : undefined, backend: o.backend,
       onEpoch: (e, units, space) => {
         if (e.index === 0) {
           const frames = [];
@@ -107,8 +116,10 @@ async function checkpointCommand(trace: string, o: { output: string; mode: Monit
         }
       },
     });
+    await r.space.close();
     const c = writer.close();
     closed = true;
+    sayBackend(io, o.backend, r.backend);
     io.err(`granule: wrote ${c.dir}: base image ${bytes(base)} (${num(base / PAGE)} frames) and ${r.epochs.length - 1} increments holding ${bytes(total)} of dirty data; ${bytes(c.bytes)} on disk\n`);
   } finally {
     if (!closed) {
@@ -121,7 +132,7 @@ async function checkpointCommand(trace: string, o: { output: string; mode: Monit
   }
 }
 
-async function restoreCommand(dir: string, o: { epoch?: string; verify?: boolean; json?: boolean }, io: Io): Promise<void> {
+async function restoreCommand(dir: string, o: { epoch?: string; verify?: boolean; json?: boolean; backend: BackendChoice }, io: Io): Promise<void> {
   const epoch = o.epoch === undefined ? undefined : Number(o.epoch);
   if (epoch !== undefined && (!Number.isSafeInteger(epoch) || epoch < 0)) throw new UsageError(`--epoch must be a whole number, got '${o.epoch}'`);
   // Every file is checked, not only those up to the epoch asked for: damage anywhere is news.
@@ -144,33 +155,40 @@ async function restoreCommand(dir: string, o: { epoch?: string; verify?: boolean
     let digest: string;
     try { digest = await sha256(m.trace.path); } catch (e) { throw new InputError(`${dir}: the checkpoint was made from ${m.trace.path}, which cannot be read (${(e as NodeJS.ErrnoException).code}); --verify re-runs it`); }
     if (digest !== m.trace.sha256) throw new InputError(`${dir}: ${m.trace.path} is not the trace this checkpoint was made from (its SHA-256 differs); --verify needs the original`);
-    const run = await runMonitor(m.trace.path, { mode: m.mode as MonitorMode, layout: m.layout as Layout, granularity: m.granularity, epochWrites: m.epochWrites, stopAfter: r.epoch });
-    if (run.epochs.length <= r.epoch) throw new InputError(`${dir}: the trace has only ${run.epochs.length} epochs, the checkpoint claims epoch ${r.epoch}`);
-    const zero = new Uint8Array(PAGE);
-    let mismatches = 0;
-    let first = '';
-    let restoredEnd = 0;
-    for (const f of r.frames.keys()) restoredEnd = Math.max(restoredEnd, f + 1);
-    const end = Math.max(run.space.framesUsed, restoredEnd);
-    for (let f = 0; f < end; f++) {
-      const want = f < run.space.framesUsed ? run.space.frameBytes(f) : zero;
-      const got = r.frames.get(f) ?? zero;
-      for (let i = 0; i < PAGE; i++) {
-        if (want[i] !== got[i]) {
-          mismatches++;
-          if (!first) first = `frame ${f} offset ${i}: restored ${got[i]}, simulator ${want[i]}`;
-          break;
+    const run = await runMonitor(m.trace.path, { mode: m.mode as MonitorMode, layout: m.layout as Layout, granularity: m.granularity, epochWrites: m.epochWrites, stopAfter: r.epoch, backend: o.backend });
+    try {
+      sayBackend(io, o.backend, run.backend);
+      if (run.epochs.length <= r.epoch) throw new InputError(`${dir}: the trace has only ${run.epochs.length} epochs, the checkpoint claims epoch ${r.epoch}`);
+      const machine = run.backend.name === 'kvm' ? 'the KVM guest\'s' : 'the simulator\'s';
+      const zero = new Uint8Array(PAGE);
+      let mismatches = 0;
+      let first = '';
+      let restoredEnd = 0;
+      for (const f of r.frames.keys()) restoredEnd = Math.max(restoredEnd, f + 1);
+      const end = Math.max(run.space.framesUsed, restoredEnd);
+      for (let f = 0; f < end; f++) {
+        const want = f < run.space.framesUsed ? run.space.frameBytes(f) : zero;
+        const got = r.frames.get(f) ?? zero;
+        for (let i = 0; i < PAGE; i++) {
+          if (want[i] !== got[i]) {
+            mismatches++;
+            if (!first) first = `frame ${f} offset ${i}: restored ${got[i]}, ${machine} ${want[i]}`;
+            break;
+          }
         }
       }
+      out.verified = mismatches === 0;
+      out.framesCompared = run.space.framesUsed;
+      out.backend = run.backend.name;
+      if (mismatches) throw new InputError(`${dir}: the image restored at epoch ${r.epoch} differs from ${machine} in ${mismatches} frames (first: ${first})`);
+    } finally {
+      await run.space.close();
     }
-    out.verified = mismatches === 0;
-    out.framesCompared = run.space.framesUsed;
-    if (mismatches) throw new InputError(`${dir}: the image restored at epoch ${r.epoch} differs from the simulator's in ${mismatches} frames (first: ${first})`);
   }
   if (o.json) io.out(JSON.stringify(out, null, 2) + '\n');
   else {
     io.out(`restored epoch ${r.epoch} of ${dir}: ${num(r.frames.size)} frames (${bytes(imageBytes)}) from ${r.filesRead.length} files; ${m.mode}, ${m.layout} layout, ${m.granularity === 'adaptive' ? 'adaptive' : `${m.granularity} B`} units, epochs of ${num(m.epochWrites)} writes\n`);
-    if (o.verify) io.out(`verified: identical to the simulator's memory at the end of epoch ${r.epoch} (${num(out.framesCompared as number)} frames), replaying ${m.trace.path}\n`);
+    if (o.verify) io.out(`verified: identical to ${out.backend === 'kvm' ? 'the KVM guest\'s' : 'the simulator\'s'} memory at the end of epoch ${r.epoch} (${num(out.framesCompared as number)} frames), replaying ${m.trace.path}\n`);
   }
 }
 
@@ -187,7 +205,8 @@ export function registerMonitorCommands(program: Command, io: Io): void {
     .option('--modes <list>', `monitoring mechanisms on the spread layout (default: ${DEFAULT_COMPARE_MODES.join(',')})`)
     .option('--no-spp', 'leave out SPP at 128 B on the packed layout')
     .option('--block', 'also compare in the trace\'s own layout (page level, SPP, idealized g-aligned blocks); the only way to compare a trace without allocation events')
-    .option('--frames <n>', 'simulated frame pool (default 65536)')
+    .option('--frames <n>', 'frame pool (default 65536)')
+    .addOption(backendOption())
     .action(async (trace: string, o) => compareCommand(trace, o, io));
 
   program.command('checkpoint')
@@ -198,7 +217,8 @@ export function registerMonitorCommands(program: Command, io: Io): void {
     .addOption(new Option('--layout <layout>', 'heap layout').choices(['spread', 'packed', 'trace']).default('spread'))
     .option('-g, --granularity <g>', 'unit size 64..4096, or adaptive (default: 64; 128 with --mode spp)')
     .option('-e, --epoch-writes <n>', `an epoch is this many write events (default: ${DEFAULT_EPOCH_WRITES})`)
-    .option('--frames <n>', 'simulated frame pool (default 65536)')
+    .option('--frames <n>', 'frame pool (default 65536)')
+    .addOption(backendOption())
     .action(async (trace: string, o) => checkpointCommand(trace, o, io));
 
   program.command('restore')
@@ -207,5 +227,6 @@ export function registerMonitorCommands(program: Command, io: Io): void {
     .option('--epoch <e>', 'the epoch to restore (default: the latest)')
     .option('--verify', 're-run the trace to that epoch and compare the images byte for byte')
     .option('--json', 'print the result as JSON')
+    .addOption(backendOption())
     .action(async (dir: string, o) => restoreCommand(dir, o, io));
 }

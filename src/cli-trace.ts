@@ -275,6 +275,11 @@ function dumpCommand(file: string, o: { from?: string; limit?: string; json?: bo
 
 // ---------------------------------------------------------------------------------------------
 
+/** --backend, the same on every command that runs accesses. */
+export function backendOption(): Option {
+  return new Option('--backend <backend>', 'the machine that runs the accesses: the simulator, KVM (the guest\'s trace player and in-guest monitor), or auto (KVM where it works, and says why not)').choices(['sim', 'kvm', 'auto']).default('sim');
+}
+
 export function registerTraceCommands(program: Command, io: Io): void {
   const codec = () => new Option('--codec <codec>', 'chunk compression').choices(CODECS).default('deflate');
 
@@ -309,7 +314,7 @@ export function registerTraceCommands(program: Command, io: Io): void {
     .option('--epochs', 'print a per-epoch table')
     .option('--frames <n>', 'simulated frame pool: the most distinct pages the trace may touch (default: 262144; memory is committed only as pages are touched)')
     .option('--fetches', 'lackey input: replay instruction fetches too')
-    .addOption(new Option('--backend <backend>', 'the machine that runs the accesses: the simulator, KVM (the guest\'s trace player and in-guest monitor), or auto (KVM where it works)').choices(['sim', 'kvm', 'auto']).default('sim'))
+    .addOption(backendOption())
     .action(async (trace: string, o) => replayCommand(trace, o, io));
 
   const tr = program.command('trace').description('look inside granule traces');

@@ -312,7 +312,7 @@ const namesOf = (prefix: string, skip: string[]): Map<string, bigint> => {
   return new Map(found.sort((a, b) => (a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0)));
 };
 /** Guest entry bit names: p rw us pwt pcd a d ps pat g sw_wp pat_large xd */
-export const GUEST_FLAG_NAMES = namesOf('PTE_', ['ADDR']);
+export const GUEST_FLAG_NAMES = namesOf('PTE_', ['ADDR', 'SW_GROUP', 'SW_GROUP_SHIFT']);
 /** EPT entry bit names: r w x ipat ps a d sw_wp spp sve */
 export const EPT_FLAG_NAMES = namesOf('EPT_', ['ADDR', 'RWX', 'MT', 'MT_SHIFT']);
 /** EPT memory types by name (bits 5:3 of a leaf); 2, 3 and 7 are reserved */

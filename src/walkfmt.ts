@@ -107,6 +107,8 @@ export function guestBits(v: bigint, level: number): string[] {
   add(C.PTE_PS, level === 1 ? 'PAT' : 'PS');
   if (leaf) add(C.PTE_G, 'G');
   add(C.PTE_SW_WP, 'SW_WP');
+  const group = Number((v & C.PTE_SW_GROUP) >> C.PTE_SW_GROUP_SHIFT);
+  if (leaf && group) out.push(`SW_GROUP=${2 ** group}`);
   if (leaf && level > 1) add(C.PTE_PAT_LARGE, 'PAT');
   add(C.PTE_XD, 'XD');
   return out;

@@ -310,26 +310,30 @@ kvmTest('a run past runTimeoutMs stops the guest, closes the VM and says so', as
   await mmu.close();
 });
 
-kvmTest('what the kvm backend cannot do yet is refused with the clear error', async () => {
+kvmTest('what a kvm MMU was not made for, or KVM cannot do, is refused with the clear error', async () => {
   const mmu = await twoPlanes();
   try {
-    const unsupported = /not supported by the kvm backend yet: use --backend sim/;
-    assert.throws(() => mmu.protectGpa(PLANE0, 1, true), unsupported);
-    assert.throws(() => mmu.harvestPml(), unsupported);
-    assert.throws(() => mmu.mapPlane(kvmPlaneGpa(2), 0, 1, { writable: false }), unsupported);
-    for (const h of [{ eptWriteProtect: true }, { pmlFull: true }, { spp: true }]) {
+    assert.throws(() => mmu.protectGpa(PLANE0, 1, true), /tracks planes by dirty-log; create it with planeTracking: 'write-watch'/);
+    assert.throws(() => mmu.harvestPml(), /tracks planes by dirty-log; create it with planeTracking: 'dirty-ring'/);
+    assert.throws(() => mmu.mapPlane(kvmPlaneGpa(2), 0, 1, { writable: false }), /not supported by the kvm backend yet: use --backend sim/);
+    const refusals: [object, RegExp][] = [
+      [{ eptWriteProtect: true }, /eptWriteProtect handler needs planeTracking: 'write-watch'/],
+      [{ pmlFull: true }, /pmlFull handler needs planeTracking: 'dirty-ring'/],
+      [{ spp: true }, /spp handler \(sub-page permissions\): not supported by the kvm backend yet/],
+    ];
+    for (const [h, want] of refusals) {
       try {
         await mmu.run(0, h);
         assert.unreachable(JSON.stringify(h));
       } catch (e) {
-        assert.match(String(e), unsupported);
+        assert.match(String(e), want);
       }
     }
     try {
-      await createMmu('kvm', { frames: 1, pml: true });
+      await createMmu('kvm', { frames: 1, pml: true, eptWriteProtect: true });
       assert.unreachable();
     } catch (e) {
-      assert.match(String(e), /--backend kvm: .*pml.*not supported by the kvm backend yet/);
+      assert.match(String(e), /--backend kvm: PML and EPT write protection together/);
     }
   } finally {
     await mmu.close();
@@ -375,7 +379,7 @@ kvmTest('bad requests name the address and the kvm backend\'s rule', async () =>
   }
 });
 
-kvmTest('backend selection: auto takes KVM here and says so; sim on request; pml sends auto to the simulator', async () => {
+kvmTest('backend selection: auto takes KVM here and says so; sim on request; what one VM cannot track sends auto to the simulator', async () => {
   const auto = await createMmu('auto', { frames: 4 });
   try {
     assert.is(auto.backend, 'kvm');
@@ -388,9 +392,9 @@ kvmTest('backend selection: auto takes KVM here and says so; sim on request; pml
   await kvm.close();
   const sim = await createMmu('sim', { frames: 1 });
   assert.is(sim.backend, 'sim');
-  const pml = await createMmu('auto', { frames: 1, pml: true });
-  assert.is(pml.backend, 'sim');
-  assert.match(pml.reason, /pml.*not supported by the kvm backend/);
+  const both = await createMmu('auto', { frames: 1, pml: true, eptWriteProtect: true });
+  assert.is(both.backend, 'sim');
+  assert.match(both.reason, /tracks planes one way per VM/);
   const noImage = await createMmu('auto', { frames: 1, image: '/nonexistent/guest.bin' });
   assert.is(noImage.backend, 'sim');
   assert.match(noImage.reason, /guest image \/nonexistent\/guest\.bin is not built/);

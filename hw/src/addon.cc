@@ -3,6 +3,7 @@
 #include "memory.h"
 #include "system.h"
 #include "vm.h"
+#include "wpwatch.h"
 
 namespace granule {
 
@@ -28,6 +29,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   d.vmCtor = Napi::Persistent(vm);
   exports.Set("KvmVm", vm);
   InitVcpu(env, exports);
+  exports.Set("WriteWatch", WriteWatch::Define(env));
   exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass, "setErrorClass"));
   exports.Set("pageSize", Napi::Number::New(env, 4096));
   return exports;

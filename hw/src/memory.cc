@@ -1,8 +1,11 @@
 #include "memory.h"
 
 #include <cerrno>
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
+
+#include "wpwatch.h"
 
 namespace granule {
 
@@ -11,12 +14,17 @@ Napi::Function HostMemory::Define(Napi::Env env) {
                      {InstanceAccessor<&HostMemory::Buffer>("buffer"),
                       InstanceAccessor<&HostMemory::Bytes>("bytes"),
                       InstanceMethod<&HostMemory::Protect>("protect"),
+                      InstanceMethod<&HostMemory::View>("view"),
                       InstanceMethod<&HostMemory::Close>("close")});
 }
 
-// new HostMemory(bytes, 'memfd' | 'anon')
+// new HostMemory(bytes, 'memfd' | 'anon'), or from view(): new HostMemory(External<MappingRef>)
 HostMemory::HostMemory(const Napi::CallbackInfo& info) : Napi::ObjectWrap<HostMemory>(info) {
   Napi::Env env = info.Env();
+  if (info[0].IsExternal()) {
+    Adopt(env, *info[0].As<Napi::External<MappingRef>>().Data());
+    return;
+  }
   uint64_t bytes = ToU64(env, info[0], "bytes");
   std::string kind = info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "memfd";
   if (bytes == 0 || bytes % 4096 != 0)
@@ -39,10 +47,14 @@ HostMemory::HostMemory(const Napi::CallbackInfo& info) : Napi::ObjectWrap<HostMe
     m->addr = nullptr;
     ThrowErrno(env, "mmap", std::to_string(bytes) + " bytes");
   }
+  Adopt(env, m);
+}
+
+void HostMemory::Adopt(Napi::Env env, MappingRef m) {
   map_ = m;
   bufferHold_ = new MappingRef(m);
   Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(
-      env, m->addr, bytes, [](Napi::Env, void*, MappingRef* hold) { delete hold; }, bufferHold_);
+      env, m->addr, m->bytes, [](Napi::Env, void*, MappingRef* hold) { delete hold; }, bufferHold_);
   buffer_ = Napi::Persistent(ab);
 }
 
@@ -78,6 +90,28 @@ Napi::Value HostMemory::Protect(const Napi::CallbackInfo& info) {
                         "-byte mapping");
   if (mprotect(static_cast<char*>(m->addr) + off, len, prot) != 0) ThrowErrno(env, "mprotect");
   return env.Undefined();
+}
+
+// view(): the same memfd mapped again, MAP_SHARED, whole. The bytes are the pool's, but the page
+// tables are the view's own, so protection (mprotect, userfaultfd write-protect) of a view leaves
+// the pool and the other views writable. The view owns a dup of the memfd so that it can make
+// views too and outlives the pool object; the mapping goes when its last memslot or watch does.
+Napi::Value HostMemory::View(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  MappingRef m = Ref(env);
+  if (m->fd < 0) ThrowRange(env, "only a memfd frame pool (or a view of one) has views, not anonymous memory");
+  auto v = std::make_shared<Mapping>();
+  v->bytes = m->bytes;
+  v->fd = fcntl(m->fd, F_DUPFD_CLOEXEC, 0);
+  if (v->fd < 0)
+    throw SysError(env, "fcntl(F_DUPFD_CLOEXEC)", errno,
+                   "each view holds its own descriptor of the memfd; out of file descriptors? raise `ulimit -n`");
+  v->addr = mmap(nullptr, v->bytes, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd, 0);
+  if (v->addr == MAP_FAILED) {
+    v->addr = nullptr;
+    ThrowErrno(env, "mmap", "a view of " + std::to_string(v->bytes) + " bytes");
+  }
+  return Data(env).memoryCtor.New({Napi::External<MappingRef>::New(env, &v)});
 }
 
 // Detaching first makes later JS access a TypeError instead of a use-after-unmap; the memory

@@ -18,7 +18,7 @@ import { packageRoot } from '../record/toolchain.ts';
 import type { Sim, FaultRecord } from '../sim.ts';
 import type { Counters } from '../counters.ts';
 import { groupField, type Mmu, type PlaneOptions, type GuestPageFlags, type Handlers, type RunResult, type DirtyEntry } from '../mmu.ts';
-import { FramePool, GuestMemory, KvmSystem, DEFAULT_RUN_TIMEOUT_MS, PAGE_SIZE, type KvmVm, type KvmVcpu, type ExitInfo } from './kvm.ts';
+import { FramePool, GuestMemory, KvmSystem, WriteWatch, DEFAULT_RUN_TIMEOUT_MS, PAGE_SIZE, type PoolView, type KvmVm, type KvmVcpu, type ExitInfo } from './kvm.ts';
 import { DEFAULT_KVM_DEVICE } from './native.ts';
 
 /** Numbers of hw/include/granule_guest.h (the authority; test/hw-kvm-mmu.test.ts checks these against it). */
@@ -113,7 +113,18 @@ export interface KvmMmuOptions {
   valueCapacity?: number;
   /** the KVM device (default /dev/kvm) */
   device?: string;
+  /**
+   * How writes to the alias planes are tracked: 'dirty-log' (default: KVM_GET/CLEAR_DIRTY_LOG per
+   * plane, harvestEptDirty), 'write-watch' (each plane on its own mapping of the pool under a
+   * userfaultfd write watch: protectGpa and its EPT-violation counterpart) or 'dirty-ring' (KVM's
+   * dirty ring: harvestPml, and ring-full exits as PML-full; it excludes the dirty log).
+   */
+  planeTracking?: PlaneTracking;
+  /** dirty-ring entries (default 4096, at most the host's KVM_CAP_DIRTY_LOG_RING) */
+  dirtyRingEntries?: number;
 }
+
+export type PlaneTracking = 'dirty-log' | 'write-watch' | 'dirty-ring';
 
 const PAGE = 4096n;
 const hex = (v: bigint | number) => '0x' + v.toString(16);
@@ -151,6 +162,9 @@ interface PlaneState {
   log: Uint8Array | null;
   /** harvested bits to clear (re-protect) in KVM before the guest runs again */
   clear: Uint8Array | null;
+  /** planeTracking 'write-watch': the plane's own mapping of the pool, and its watch */
+  view: PoolView | null;
+  watch: WriteWatch | null;
 }
 
 export class KvmMmu implements Mmu {
@@ -190,7 +204,7 @@ export class KvmMmu implements Mmu {
     private readonly mem: GuestMemory,
     private readonly pool: FramePool,
     private readonly vcpu: KvmVcpu,
-    private readonly o: { frames: number; runTimeoutMs: number; ringCapacity: number; batchCapacity: number; valueCapacity: number },
+    private readonly o: { frames: number; runTimeoutMs: number; ringCapacity: number; batchCapacity: number; valueCapacity: number; planeTracking: PlaneTracking },
   ) {
     this.frames = o.frames;
     this.maxPhyAddr = vm.limits().physAddrBits;
@@ -219,7 +233,9 @@ export class KvmMmu implements Mmu {
       ringCapacity: opts.ringCapacity ?? GG.RING_MAX,
       batchCapacity: opts.batchCapacity ?? GG.REC_MAX,
       valueCapacity: opts.valueCapacity ?? GG.VAL_SIZE,
+      planeTracking: opts.planeTracking ?? 'dirty-log',
     };
+    if (!['dirty-log', 'write-watch', 'dirty-ring'].includes(o.planeTracking)) throw new RangeError(`planeTracking must be dirty-log, write-watch or dirty-ring, got ${String(o.planeTracking)}`);
     if (!Number.isInteger(frames) || frames < 1 || frames > 1 << 18) {
       throw new RangeError(`frames must be an integer 1..262144 (one alias plane is a 1 GiB GPA window on the kvm backend), got ${frames}`);
     }
@@ -238,7 +254,15 @@ export class KvmMmu implements Mmu {
     try {
       vm = sys.createVm();
       vm.checkPlan({ memslots: 2, bytes: GG.SYS_SIZE + frames * PAGE_SIZE, vcpus: 1, mappings: 4, gpaEnd: kvmPlaneGpa(0) + BigInt(frames * PAGE_SIZE) });
-      vm.enableManualDirtyProtect();
+      if (o.planeTracking === 'dirty-ring') {
+        const max = vm.limits().dirtyRingMax;
+        if (max === 0) throw new Error(`kvm backend: this KVM has no dirty ring (KVM_CAP_DIRTY_LOG_RING), which stands in for PML here; use --backend sim`);
+        const entries = opts.dirtyRingEntries ?? Math.min(4096, max);
+        if (!Number.isInteger(entries) || entries < 1 || entries > max || (entries & (entries - 1)) !== 0) throw new RangeError(`dirtyRingEntries must be a power of two up to this host's ${max}, got ${entries}`);
+        vm.enableDirtyRing(entries);
+      } else {
+        vm.enableManualDirtyProtect();
+      }
       mem = GuestMemory.create(GG.SYS_SIZE);
       pool = FramePool.create(frames * PAGE_SIZE);
       vm.setMemory(0, 0n, mem, 0, GG.SYS_SIZE);
@@ -457,8 +481,19 @@ export class KvmMmu implements Mmu {
       }
     } else {
       const slot = 1 + plane;
-      this.vm.setMemory(slot, kvmPlaneGpa(plane), this.pool, 0, this.frames * PAGE_SIZE, { logDirty: true });
-      st = { slot, mapped: new Uint8Array(this.frames), log: null, clear: null };
+      let view: PoolView | null = null, watch: WriteWatch | null = null;
+      try {
+        if (this.o.planeTracking === 'write-watch') {
+          view = this.pool.view();
+          watch = WriteWatch.create(view);
+        }
+        this.vm.setMemory(slot, kvmPlaneGpa(plane), view ?? this.pool, 0, this.frames * PAGE_SIZE, { logDirty: this.o.planeTracking !== 'write-watch' });
+      } catch (e) {
+        watch?.close();
+        view?.close();
+        throw e;
+      }
+      st = { slot, mapped: new Uint8Array(this.frames), log: null, clear: null, view, watch };
       this.planes.set(plane, st);
     }
     st.mapped.fill(1, first, first + count);
@@ -538,8 +573,20 @@ export class KvmMmu implements Mmu {
   /** The guest page tables the host built (KVM's own shadow or EPT tables are not visible from here). */
   get tableBytes(): number { return this.ptNext - GG.PT_GPA; }
 
-  protectGpa(_gpa: bigint, _count: number, _protect: boolean): void {
-    throw new KvmUnsupportedError('protectGpa (EPT write protection)');
+  /**
+   * EPT-level write protection of plane pages, as the host can give it: userfaultfd write
+   * protection of the plane's own mapping of the pool (planeTracking 'write-watch'). KVM then maps
+   * the page read-only for the guest; a guest write exits to KVM, whose fault on the mapping waits
+   * for the watch's thread to log the page and lift the protection. That thread is the built-in
+   * eptWriteProtect handler, and it is always on.
+   */
+  protectGpa(gpa: bigint, count: number, protect: boolean): void {
+    this.usable('protectGpa');
+    const { plane, frame } = this.planeOf('protectGpa', gpa, count);
+    const st = this.planes.get(plane);
+    if (this.o.planeTracking !== 'write-watch') throw new Error(`protectGpa: this KvmMmu tracks planes by ${this.o.planeTracking}; create it with planeTracking: 'write-watch' for EPT-level write protection`);
+    if (!st?.watch) throw new RangeError(`protectGpa: plane ${plane} has no pages mapped (mapPlane first)`);
+    st.watch.protect(frame * PAGE_SIZE, count * PAGE_SIZE, protect);
   }
 
   /**
@@ -571,8 +618,8 @@ export class KvmMmu implements Mmu {
    */
   async runRepeat(repeat: number, start = 0, h: Handlers = {}): Promise<RunResult> {
     this.usable('run');
-    if (h.eptWriteProtect) throw new KvmUnsupportedError('the eptWriteProtect handler (EPT write protection)');
-    if (h.pmlFull) throw new KvmUnsupportedError('the pmlFull handler (page-modification logging)');
+    if (h.eptWriteProtect && this.o.planeTracking !== 'write-watch') throw new Error(`run: the eptWriteProtect handler needs planeTracking: 'write-watch' (this KvmMmu tracks planes by ${this.o.planeTracking})`);
+    if (h.pmlFull && this.o.planeTracking !== 'dirty-ring') throw new Error(`run: the pmlFull handler needs planeTracking: 'dirty-ring' (this KvmMmu tracks planes by ${this.o.planeTracking})`);
     if (h.spp) throw new KvmUnsupportedError('the spp handler (sub-page permissions)');
     const count = this.batch.count;
     if (!Number.isInteger(start) || start < 0 || start > count) throw new RangeError(`run: start ${start} is outside the batch of ${count} accesses`);
@@ -704,10 +751,17 @@ export class KvmMmu implements Mmu {
 
   /** One KVM_RUN within the run's deadline; a timeout closes the VM. */
   private async kvmRun(deadline: number, doing: string): Promise<ExitInfo> {
-    const left = deadline - performance.now();
-    const e = left > 0 ? await this.vcpu.run({ timeoutMs: Math.max(1, left) }) : ({ reason: 'timeout', code: 0, ns: 0 } as ExitInfo);
-    this.cnt.exits++;
-    this.cnt.kvmRunNs += e.ns;
+    let e: ExitInfo;
+    for (;;) {
+      const left = deadline - performance.now();
+      e = left > 0 ? await this.vcpu.run({ timeoutMs: Math.max(1, left) }) : ({ reason: 'timeout', code: 0, ns: 0 } as ExitInfo);
+      this.cnt.exits++;
+      this.cnt.kvmRunNs += e.ns;
+      if (e.reason !== 'dirty_ring_full' || this.o.planeTracking !== 'dirty-ring') break;
+      // PML-full's counterpart: drain the ring and resume the guest where it stopped.
+      this.cnt.pmlFull++;
+      for (const gpa of this.harvestPml()) this.dirtyList.push({ source: 'pml', addr: gpa });
+    }
     if (e.reason === 'timeout') {
       const at = this.cb(GC.NEXT);
       await this.close();
@@ -720,15 +774,29 @@ export class KvmMmu implements Mmu {
   // ---- harvesting ----
 
   dirty(): DirtyEntry[] {
+    for (const [plane, st] of this.planes) {
+      if (!st.watch) continue;
+      const base = kvmPlaneGpa(plane);
+      const pages = st.watch.drain();
+      for (const off of pages) this.dirtyList.push({ source: 'ept', addr: base + BigInt(off) });
+      this.cnt.handledEpt += pages.length;
+      this.cnt.eptViolation += pages.length;
+    }
     const d = this.dirtyList;
     this.dirtyList = [];
     return d;
   }
 
-  /** KVM's dirty log of each plane's memslot, restricted to the range: the GPA pages written since they were last harvested. */
+  /**
+   * KVM's dirty log of each plane's memslot, restricted to the range: the GPA pages written since
+   * they were last harvested. With planeTracking 'dirty-ring' KVM keeps no bitmap and every dirty
+   * page is in the ring (harvestPml), so none is left here; with 'write-watch' there is no log.
+   */
   harvestEptDirty(gpa: bigint, count: number): bigint[] {
     this.usable('harvestEptDirty');
     this.checkPages('harvestEptDirty', gpa, count);
+    if (this.o.planeTracking === 'dirty-ring') return [];
+    if (this.o.planeTracking === 'write-watch') throw new Error(`harvestEptDirty: this KvmMmu tracks planes by write watch (planeTracking 'write-watch'), which keeps no dirty log; use dirty()`);
     const out: bigint[] = [];
     const end = gpa + BigInt(count) * PAGE;
     for (const plane of [...this.planes.keys()].sort((a, b) => a - b)) {
@@ -756,6 +824,7 @@ export class KvmMmu implements Mmu {
 
   /** Re-arms KVM's dirty tracking of the harvested pages, and forgets the cached logs, before the guest runs. */
   private applyDirtyClears(): void {
+    if (this.o.planeTracking !== 'dirty-log') return;
     for (const st of this.planes.values()) {
       if (st.clear && st.clear.some((b) => b !== 0)) this.vm.clearDirtyLog(st.slot, 0, this.frames, st.clear);
       st.clear = null;
@@ -763,8 +832,17 @@ export class KvmMmu implements Mmu {
     }
   }
 
+  /** The dirty ring (planeTracking 'dirty-ring'): plane GPA pages first written since the last harvest; the reset re-arms them. */
   harvestPml(): bigint[] {
-    throw new KvmUnsupportedError('harvestPml (page-modification logging)');
+    this.usable('harvestPml');
+    if (this.o.planeTracking !== 'dirty-ring') throw new Error(`harvestPml: this KvmMmu tracks planes by ${this.o.planeTracking}; create it with planeTracking: 'dirty-ring' (KVM's dirty ring stands in for PML)`);
+    const out: bigint[] = [];
+    for (const { slot, offset } of this.vm.harvestDirtyRing(this.vcpu)) {
+      // Slot 0, the system region, is not logged; plane p is slot 1 + p.
+      if (slot >= 1) out.push(kvmPlaneGpa(slot - 1) + BigInt(offset) * PAGE);
+    }
+    this.vm.resetDirtyRings();
+    return out;
   }
 
   // ---- data ----
@@ -786,14 +864,16 @@ export class KvmMmu implements Mmu {
   // ---- counters and teardown ----
 
   private static zeroCounters() {
-    return { accesses: 0, pf: 0, handledPf: 0, gp: 0, exits: 0, runs: 0, ringFull: 0, syncs: 0, syncEntries: 0, boots: 0, kvmRunNs: 0 };
+    return { accesses: 0, pf: 0, handledPf: 0, gp: 0, exits: 0, runs: 0, ringFull: 0, syncs: 0, syncEntries: 0, boots: 0, kvmRunNs: 0, handledEpt: 0, eptViolation: 0, pmlFull: 0 };
   }
   /**
    * accesses: records completed; pf: guest #PF (resolved by the in-guest monitor or reported);
    * handledPf: resolved by the monitor; gp: #GP reported; exits: KVM_RUN returns; runs: run() calls
    * that played; ringFull: dirty-ring drains mid-batch; syncs / syncEntries: sync-service calls and
    * the PTEs they re-stored; boots: guest boots (one more after each reported fault); kvmRunNs: time
-   * inside KVM_RUN. The simulator's TLB and walk counters have no counterpart here.
+   * inside KVM_RUN; handledEpt / eptViolation: write-watch faults (planeTracking 'write-watch'),
+   * the guest writes KVM stopped for the host's protection; pmlFull: dirty-ring-full exits
+   * (planeTracking 'dirty-ring'). The simulator's TLB and walk counters have no counterpart here.
    */
   counters(): Counters {
     return { ...this.cnt };
@@ -806,6 +886,10 @@ export class KvmMmu implements Mmu {
     if (this.closed) return;
     this.closed = true;
     this.vm.close();
+    for (const st of this.planes.values()) {
+      st.watch?.close();
+      st.view?.close();
+    }
     this.pool.close();
     this.mem.close();
     this.sys.close();

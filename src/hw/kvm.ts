@@ -1,7 +1,9 @@
 // Typed wrappers over the granule_kvm addon, mirroring KVM's own hierarchy: a KvmSystem (/dev/kvm)
 // creates KvmVms, a KvmVm owns memslots and creates KvmVcpus. Guest memory lives in FramePools
-// (memfd; alias planes map one pool range as several memslots) and GuestMemory (anonymous shared,
-// the system region). Every failing system call throws or rejects with a KvmError.
+// (memfd; alias planes map one pool range as several memslots, over the pool itself or over one
+// PoolView each) and GuestMemory (anonymous shared, the system region). A WriteWatch write-protects
+// single pages of one PoolView (one plane) with userfaultfd. Every failing system call throws or
+// rejects with a KvmError.
 import { readFileSync } from 'node:fs';
 import { loadKvmAddon, DEFAULT_KVM_DEVICE } from './native.ts';
 import type { KvmAddon, NativeHostMemory, NativeKvmSystem, NativeKvmVcpu, NativeKvmVm } from './native.ts';
@@ -19,13 +21,27 @@ export class KvmUnavailableError extends Error {
   override name = 'KvmUnavailableError';
 }
 
-let addonRef: KvmAddon | undefined;
-function addon(devicePath = DEFAULT_KVM_DEVICE): KvmAddon {
+// The addon's pool views and write watches (hw/src/memory.cc, hw/src/wpwatch.cc).
+interface NativePoolMemory extends NativeHostMemory {
+  view(): NativeHostMemory;
+}
+interface NativeWriteWatch {
+  readonly faults: number;
+  readonly lost: number;
+  readonly how: string;
+  protect(offset: number, len: number, on: boolean): void;
+  drain(): Float64Array;
+  close(): void;
+}
+type Addon = KvmAddon & { WriteWatch: new (view: NativeHostMemory, logEntries?: number) => NativeWriteWatch };
+
+let addonRef: Addon | undefined;
+function addon(devicePath = DEFAULT_KVM_DEVICE): Addon {
   if (addonRef) return addonRef;
   const r = loadKvmAddon(devicePath);
   if ('error' in r) throw new KvmUnavailableError(r.error);
   r.addon.setErrorClass(KvmError);
-  return (addonRef = r.addon);
+  return (addonRef = r.addon as Addon);
 }
 
 // KVM capability numbers used here (linux/kvm.h).
@@ -182,6 +198,76 @@ export class FramePool extends HostMemoryBase {
   protect(offset: number, len: number, prot: 'r' | 'rw' | 'none'): void {
     this.native.protect(offset, len, prot);
   }
+  /**
+   * Another MAP_SHARED mapping of the whole pool: the same frames (writes through any mapping are
+   * seen by all), but its own host page tables. Give each alias plane's memslot its own view and
+   * a WriteWatch can protect one plane's page without touching the other planes.
+   */
+  view(): PoolView {
+    return new PoolView((this.native as NativePoolMemory).view(), this.bytes);
+  }
+}
+
+/**
+ * A FramePool mapped again (FramePool.view()). Use it as a memslot's memory and under a WriteWatch.
+ * close() unmaps it once no memslot or watch uses it any more; the pool itself may close first.
+ */
+export class PoolView extends HostMemoryBase {
+  /** @internal use FramePool.view() */
+  constructor(native: NativeHostMemory, bytes: number) {
+    super(native, bytes);
+  }
+  /** mprotect of this view only (other views and the pool keep their protection). */
+  protect(offset: number, len: number, prot: 'r' | 'rw' | 'none'): void {
+    this.native.protect(offset, len, prot);
+  }
+}
+
+/**
+ * Write protection of single pages of one PoolView with userfaultfd (write-protect mode, kernel
+ * faults included, so KVM's own writes for the guest trap too). The first write to a protected page
+ * blocks the writer (a guest's KVM_RUN, or a JS store into view.buffer) until the watch's handler
+ * thread has logged the page and lifted the protection; later writes run free until protect() again.
+ * Needs a userfaultfd for kernel faults: root, CAP_SYS_PTRACE, access to /dev/userfaultfd or
+ * vm.unprivileged_userfaultfd = 1; create() throws a KvmError saying which when there is none.
+ */
+export class WriteWatch {
+  private constructor(private readonly native: NativeWriteWatch, readonly bytes: number) {}
+  /** Registers the whole view (nothing is protected yet). logEntries bounds the log between drains (default 2^20). */
+  static create(view: PoolView, opts: { logEntries?: number } = {}): WriteWatch {
+    return new WriteWatch(new (addon().WriteWatch)(view.native, opts.logEntries), view.bytes);
+  }
+  /**
+   * Protects (on) or releases (off) [offset, offset+len) of the view, 4 KiB aligned. Protecting
+   * also makes KVM drop its writable mappings of those pages. Re-arm while no writer runs (between
+   * KVM_RUNs): a write racing with it is then reported by a later drain(), never lost.
+   */
+  protect(offset: number, len: number, on: boolean): void {
+    this.native.protect(offset, len, on);
+  }
+  /**
+   * Byte offsets in the view (4 KiB aligned) of the pages that took a write fault since the last
+   * drain, in fault order. Throws when the log overflowed (some written pages are then unknown).
+   */
+  drain(): Float64Array {
+    return this.native.drain();
+  }
+  /** write faults handled since create() */
+  get faults(): number {
+    return this.native.faults;
+  }
+  /** faults whose page did not fit in the log (each also made a drain() throw) */
+  get lost(): number {
+    return this.native.lost;
+  }
+  /** where the userfaultfd came from and its features, for reports */
+  get how(): string {
+    return this.native.how;
+  }
+  /** Stops the handler thread and releases the view; writers still waiting are woken, unprotected. */
+  close(): void {
+    this.native.close();
+  }
 }
 
 /** Anonymous shared memory for the system region (code, page tables, control block). */
@@ -220,10 +306,11 @@ export class KvmVm {
 
   /**
    * KVM_SET_USER_MEMORY_REGION: guest-physical [gpa, gpa+bytes) -> memory[offset, offset+bytes).
-   * Several slots may map the same memory range (alias planes). Calling it again for a live slot
+   * Several slots may map the same memory range (alias planes), or each its own view of one pool
+   * (FramePool.view()) to be write-protected separately. Calling it again for a live slot
    * with the same range changes only its flags.
    */
-  setMemory(slot: number, gpa: bigint, memory: FramePool | GuestMemory, offset: number, bytes: number,
+  setMemory(slot: number, gpa: bigint, memory: FramePool | PoolView | GuestMemory, offset: number, bytes: number,
     flags: { logDirty?: boolean; readonly?: boolean } = {}): void {
     const end = gpa + BigInt(bytes);
     const bits = this.limits().physAddrBits;

@@ -76,7 +76,6 @@ export interface SpaceCounters {
 export function modeUnsupported(backend: 'sim' | 'kvm', mode: MonitorMode): string | null {
   if (backend === 'sim') return null;
   if (mode === 'spp') return 'sub-page write permissions (spp): KVM offers no SPP interface to user space (it was proposed upstream, never merged); use --backend sim';
-  if (mode === 'ept-wp' || mode === 'pml') return `${mode} is not supported by the kvm backend yet: use --backend sim`;
   return null;
 }
 
@@ -131,7 +130,7 @@ export class MonitoredSpace {
     if (frames > MAX_POOL) throw new SpaceError(`a pool of ${frames} frames does not fit a plane (${MAX_POOL} frames at most)`);
     // Tables: the EPT maps up to 64 plane pages per slab frame; the guest table maps 64 V pages.
     const tableBytes = Math.max(8 << 20, Math.ceil(frames / 16) * PAGE * 4);
-    const opts = { frames, tableBytes, tlbSets: o.tlbSets, tlbWays: o.tlbWays, pml: o.mode === 'pml', maxPhyAddr: 46 };
+    const opts = { frames, tableBytes, tlbSets: o.tlbSets, tlbWays: o.tlbWays, pml: o.mode === 'pml', eptWriteProtect: o.mode === 'ept-wp', maxPhyAddr: 46 };
     const choice = o.backend ?? 'sim';
     // auto: where the mode needs what KVM lacks, the simulator runs it, and says why.
     const lacks = modeUnsupported('kvm', o.mode);

@@ -3,8 +3,8 @@
 // is the base in every run), so all rows count the same epochs.
 import { cpuModel } from '../host.ts';
 import { runMonitor, type Layout, type MonitorResult, type EpochStats } from './engine.ts';
-import type { MonitorMode } from '../layout/space.ts';
-import type { BackendChoice } from '../backend.ts';
+import { modeUnsupported, type MonitorMode } from '../layout/space.ts';
+import { kvmUnavailable, type BackendChoice } from '../backend.ts';
 import type { CompareResult, CompareRow } from '../report/types.ts';
 import { traceInfo } from '../trace/reader.ts';
 import { EV_ALLOC } from '../trace/events.ts';
@@ -71,6 +71,17 @@ export async function compareTrace(tracePath: string, o: CompareOptions): Promis
       jobs.push({ mode, layout: 'spread', granularity: g, rowMode: mode, label: `${MODE_LABEL[mode]} ${g === 'adaptive' ? 'adaptive' : `${g} B`}` });
     }
   }
+  // On KVM, modes it cannot run are left out with a note, rather than mixing backends in one table.
+  const onKvm = o.backend === 'kvm' || (o.backend === 'auto' && !kvmUnavailable());
+  const skipped: string[] = [];
+  if (onKvm) {
+    for (const job of [...jobs]) {
+      const why = modeUnsupported('kvm', job.mode);
+      if (!why) continue;
+      jobs.splice(jobs.indexOf(job), 1);
+      if (!skipped.includes(why)) skipped.push(why);
+    }
+  }
   const runs: { job: Job; r: MonitorResult }[] = [];
   for (const [k, job] of jobs.entries()) {
     o.onRun?.(job.label, k, jobs.length);
@@ -120,6 +131,7 @@ export async function compareTrace(tracePath: string, o: CompareOptions): Promis
     epochs: base.epochs.map((e) => ({ index: e.index, writes: e.writes, idealBytes: e.idealBytes, checkpointBytes: e.idealBytes, dirtyUnits: 0, faults: 0, exits: 0, tlbMisses: 0, walkRefs: 0 })),
   });
   const notes = [
+    ...skipped.map((why) => `Left out on the kvm backend: ${why}.`),
     'Checkpoint bytes count the increments after the base image (the first epoch), the same epochs in every row.',
     'Pages outside the heap (stack, globals, libraries) keep the trace\'s own layout and are monitored at page level in every row.',
   ];

@@ -625,6 +625,7 @@ export function renderCompareHtml(r: CompareResult): string {
   meta.push(['Events', `${escapeHtml(fmtInt(r.trace.events))}${r.trace.source ? ` (${escapeHtml(r.trace.source)})` : ''}`]);
   meta.push(['Epochs', `${escapeHtml(fmtInt(r.epochs))} of ${escapeHtml(fmtInt(r.epochWrites))} writes; byte ideal ${escapeHtml(fmtBytes(r.idealBytes))}`]);
   if (r.machine) meta.push(['Machine', `${escapeHtml(r.machine.cpu)}; node ${escapeHtml(r.machine.node)}`]);
+  if (r.backend) meta.push(['Backend', escapeHtml(r.backend.reason.split('\n')[0])]);
   meta.push(['Generated', `<time datetime="${escapeHtml(r.generated)}">${escapeHtml(r.generated.replace('T', ' ').replace(/\.\d+Z$|Z$/, ' UTC'))}</time>`]);
 
   // (a) and (b) side by side, the per-epoch chart across the page, then (d) side by side.

@@ -142,6 +142,7 @@ export function formatCompareTable(r: CompareResult, opts: { color?: boolean } =
   out.push(`  ${fmtInt(r.trace.events)} events${src}${r.trace.command?.length ? `: ${commandText(r.trace.command)}` : ''}`);
   out.push(`  ${fmtInt(r.epochs)} epoch${r.epochs === 1 ? '' : 's'} of ${fmtInt(r.epochWrites)} writes; byte ideal ${fmtBytes(r.idealBytes)}`);
   if (r.machine) out.push(`  machine: ${r.machine.cpu}, node ${r.machine.node}`);
+  if (r.backend && r.backend.name !== 'sim') out.push(`  backend: ${r.backend.reason.split('\n')[0]} (TLB misses and walk references are the CPU's, not counted; PT+EPT is the guest's tables only)`);
   out.push('');
 
   const cells = r.rows.map((row) => COLUMNS.map((c) => c.cell(row)));
