@@ -60,13 +60,13 @@ function sayBackend(io: Io, asked: BackendChoice, ran: { name: string; reason: s
   if (asked !== 'sim' || ran.name !== 'sim') io.err(`granule: backend ${ran.name}: ${ran.reason.split('\n')[0]}\n`);
 }
 
-async function compareCommand(trace: string, o: { json?: boolean; html?: string; epochWrites?: string; granularity?: string; modes?: string; frames?: string; spp?: boolean; block?: boolean; backend: BackendChoice }, io: Io): Promise<void> {
+async function compareCommand(trace: string, o: { json?: boolean; html?: string; epochWrites?: string; granularity?: string; modes?: string; frames?: string; spp?: boolean; block?: boolean; live?: boolean; backend: BackendChoice }, io: Io): Promise<void> {
   const epochWrites = parseEpochWrites(o.epochWrites);
   const granularities = o.granularity ? parseMonitorGranularities(o.granularity) : DEFAULT_COMPARE_GRANULARITIES;
   const modes = o.modes ? parseModes(o.modes) : DEFAULT_COMPARE_MODES;
   const frames = o.frames ? parseCount('--frames', o.frames) : undefined;
   const r = await compareTrace(trace, {
-    modes, granularities, epochWrites, frames, spp: o.spp !== false, block: !!o.block, backend: o.backend,
+    modes, granularities, epochWrites, frames, spp: o.spp !== false, block: !!o.block, backend: o.backend, live: !!o.live,
     onRun: io.tty ? (label, k, of) => io.err(`\r\x1b[2Kcompare: run ${k + 1} of ${of}: ${label}`) : undefined,
   });
   if (io.tty) io.err('\r\x1b[2K');
@@ -205,6 +205,7 @@ export function registerMonitorCommands(program: Command, io: Io): void {
     .option('--modes <list>', `monitoring mechanisms on the spread layout (default: ${DEFAULT_COMPARE_MODES.join(',')})`)
     .option('--no-spp', 'leave out SPP at 128 B on the packed layout')
     .option('--block', 'also compare in the trace\'s own layout (page level, SPP, idealized g-aligned blocks); the only way to compare a trace without allocation events')
+    .option('--live', 'also run the host baselines (mprotect, userfaultfd WP, WP_ASYNC + PAGEMAP_SCAN, soft-dirty where the kernel has it) on the page-level row\'s accesses, natively in this process, and report their costs')
     .option('--frames <n>', 'frame pool (default 65536)')
     .addOption(backendOption())
     .action(async (trace: string, o) => compareCommand(trace, o, io));

@@ -237,6 +237,10 @@ test('a trace without allocation events: exit 1 saying so, for compare and check
   assert.is(blk(4096).checkpointBytes, br.rows[0]!.checkpointBytes, 'page-level blocks are what page protection copies');
   assert.ok(blk(64).checkpointBytes >= br.idealBytes && blk(64).checkpointBytes < blk(4096).checkpointBytes, `64 B blocks between the ideal and the page: ${br.idealBytes} <= ${blk(64).checkpointBytes} < ${blk(4096).checkpointBytes}`);
   noStack(c.err);
+  const live = run(['compare', 'noalloc.grt', '--block', '--live', '-e', '10']);
+  assert.is(live.code, 1, live.err);
+  assert.match(live.err, /--live replays the page-level row on the packed layout, which needs allocation events; .*noalloc\.grt has none/);
+  noStack(live.err);
   const k = run(['checkpoint', 'noalloc.grt', '-o', 'ck-noalloc', '-e', '10']);
   assert.is(k.code, 1);
   assert.match(k.err, /no allocation events/);

@@ -126,4 +126,17 @@ kvmTest('granule compare --backend kvm: the rows KVM runs, the others left out w
   assert.ok(c.rows.find((x) => x.mode === 'gpt-wp')!.faults > 0);
 });
 
+kvmTest('granule compare --backend kvm --live: the host baselines replay what the page-level row ran on KVM, and agree with it', async () => {
+  const r = cli(['compare', join(root, 'traces', 'tcdb-native.grt'), '--backend', 'kvm', '--live', '-e', '6000', '-g', '4096', '--modes', 'gpt-wp', '--no-spp', '--json'], root);
+  assert.is(r.code, 0, r.err);
+  const c = JSON.parse(r.out) as { backend: { name: string }; rows: { mode: string; checkpointBytes: number; faults: number; host?: { runMs: number } }[] };
+  assert.is(c.backend.name, 'kvm');
+  const page = c.rows.find((x) => x.mode === 'page')!;
+  const mp = c.rows.find((x) => x.mode === 'host-mprotect')!;
+  assert.ok(page.checkpointBytes > 0);
+  assert.is(mp.checkpointBytes, page.checkpointBytes);
+  assert.is(mp.faults, page.faults);
+  assert.ok(mp.host!.runMs > 0);
+});
+
 test.run();

@@ -438,6 +438,13 @@ export class MonitoredSpace {
 
   readUnit(u: DirtyUnit): Uint8Array { return this.mmu.readFrame(u.frame, u.offset, u.len); }
 
+  /** Where a GVA lies in the frame pool seen as one region: frame * 4096 + offset in the page. */
+  regionOffset(gva: number): number {
+    const e = this.byPage.get(Math.floor(gva / PAGE));
+    if (e === undefined) throw new SpaceError(`no page of this space maps ${hex(gva)}`);
+    return Math.floor(e / MAX_PLANES) * PAGE + (gva % PAGE);
+  }
+
   /** Bytes at a GVA of this space, through its own map of pages to frames (no walk, no side effects). */
   readGva(gva: number, n: number): Uint8Array {
     const out = new Uint8Array(n);

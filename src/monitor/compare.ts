@@ -9,6 +9,7 @@ import type { CompareResult, CompareRow } from '../report/types.ts';
 import { traceInfo } from '../trace/reader.ts';
 import { EV_ALLOC } from '../trace/events.ts';
 import { replayFile } from '../replay/run.ts';
+import { LiveRecorder, hostRows } from './live.ts';
 
 export const DEFAULT_COMPARE_GRANULARITIES: (number | 'adaptive')[] = [4096, 1024, 256, 64, 'adaptive'];
 export const DEFAULT_COMPARE_MODES: MonitorMode[] = ['gpt-wp', 'ept-wp', 'ept-dirty', 'pml'];
@@ -37,6 +38,8 @@ export interface CompareOptions {
   onRun?: (label: string, k: number, of: number) => void;
   /** the MMU every monitored row runs on (default sim) */
   backend?: BackendChoice;
+  /** add the host baselines (mprotect, userfaultfd WP, WP_ASYNC, soft-dirty) as rows, run live in this process */
+  live?: boolean;
 }
 
 interface Job { mode: MonitorMode; layout: Layout; granularity: number | 'adaptive'; label: string; rowMode: string }
@@ -82,10 +85,19 @@ export async function compareTrace(tracePath: string, o: CompareOptions): Promis
       if (!skipped.includes(why)) skipped.push(why);
     }
   }
+  if (o.live && !objectAware) throw new CompareError(`--live replays the page-level row on the packed layout, which needs allocation events; ${tracePath} has none`);
   const runs: { job: Job; r: MonitorResult }[] = [];
+  // --live: the page-level run (the first job) is recorded for the host baselines.
+  const rec = o.live ? new LiveRecorder() : null;
+  let pageFrames: Uint8Array[] = [];
   for (const [k, job] of jobs.entries()) {
     o.onRun?.(job.label, k, jobs.length);
-    const r = await runMonitor(tracePath, { mode: job.mode, layout: job.layout, granularity: job.granularity, epochWrites: o.epochWrites, frames: o.frames, backend: o.backend });
+    const tap = rec && k === 0;
+    const r = await runMonitor(tracePath, {
+      mode: job.mode, layout: job.layout, granularity: job.granularity, epochWrites: o.epochWrites, frames: o.frames, backend: o.backend,
+      onAccess: tap ? rec.onAccess : undefined, onEpoch: tap ? (_e, units, space) => rec.onEpoch(units, space) : undefined,
+    });
+    if (tap) pageFrames = Array.from({ length: r.space.framesUsed }, (_, f) => r.space.frameBytes(f));
     await r.space.close();
     runs.push({ job, r });
   }
@@ -109,6 +121,16 @@ export async function compareTrace(tracePath: string, o: CompareOptions): Promis
       })),
     };
   });
+  const liveNotes: string[] = [];
+  if (rec) {
+    o.onRun?.('host baselines', jobs.length, jobs.length + 1);
+    const live = hostRows(rec, pageFrames.length, (f) => pageFrames[f]!, idealBytes, pageBytes);
+    live.rows.forEach((row, k) => {
+      row.epochs.forEach((e, i) => { e.writes = base.epochs[i]!.writes; e.idealBytes = base.epochs[i]!.idealBytes; });
+      rows.splice(1 + k, 0, row); // after the page-level row they replay
+    });
+    liveNotes.push(...live.notes);
+  }
   if (o.block) {
     // Block-granular units in the trace's own layout, counted from the bytes written (no
     // mechanism could deliver them under page protection but SPP's 128 B; they bound what one could).
@@ -132,6 +154,7 @@ export async function compareTrace(tracePath: string, o: CompareOptions): Promis
   });
   const notes = [
     ...skipped.map((why) => `Left out on the kvm backend: ${why}.`),
+    ...liveNotes,
     'Checkpoint bytes count the increments after the base image (the first epoch), the same epochs in every row.',
     'Pages outside the heap (stack, globals, libraries) keep the trace\'s own layout and are monitored at page level in every row.',
   ];

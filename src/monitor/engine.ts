@@ -36,6 +36,8 @@ export interface MonitorOptions {
   backend?: BackendChoice;
   /** stop after this epoch (restore --verify re-runs up to the epoch it restores) */
   stopAfter?: number;
+  /** called with every access as it is queued (after re-targeting; writes with their bytes) */
+  onAccess?: (gva: number, size: number, acc: number, vals: Uint8Array | null, voff: number) => void;
   /** called at the end of each epoch with its dirty units (bytes readable through `space`) */
   onEpoch?: (e: EpochStats, units: DirtyUnit[], space: MonitoredSpace) => void;
 }
@@ -145,6 +147,7 @@ async function monitorIn(space: MonitoredSpace, reader: TraceReader, tracePath: 
     throw new MonitorError(`unexpected fault at ${hex(Number(f.gva))} (kind ${f.kind}, code ${hex(f.code)}); this is a bug in granule, please report it with the trace`);
   };
   const flush = () => space.runBatch(onFault);
+  const onAccess = o.onAccess;
   /** Makes room for an access of `size` bytes (split in pieces, perhaps across objects) before it is queued. */
   const room = async (size: number) => {
     if (!batch.hasRoom(Math.ceil(size / PIECE) + 2, size)) await flush();
@@ -153,6 +156,7 @@ async function monitorIn(space: MonitoredSpace, reader: TraceReader, tracePath: 
   /** Queues an access; room() made space for it. */
   const pushAccess = (addr: number, size: number, acc: number, vals: Uint8Array | null, voff: number) => {
     if (addr + size > USER_LIMIT) throw new MonitorError(`access at ${hex(addr)} (${size} bytes) is above the 47-bit user half; granule replays user-space traces`);
+    onAccess?.(addr, size, acc, vals, voff);
     for (let off = 0; off < size; off += PIECE) {
       const n = Math.min(PIECE, size - off);
       const ok = vals ? batch.pushAddrValue(addr + off, acc, n, vals, voff + off) : batch.pushAddr(addr + off, acc, n);

@@ -8,6 +8,7 @@ import { basename, dirname, join } from 'node:path';
 import type { CompareResult, CompareRow } from './types.ts';
 import {
   fmtBytes, fmtInt, fmtRatio, fmtPercent, exitsTotal, hasMmu, granularityText, commandText, summarizeCompare,
+  hostCosts,
 } from './table.ts';
 
 /** The HTML report could not be written; the message names the path and what to do. */
@@ -615,6 +616,14 @@ const PAGE_SCRIPT = String.raw`
 `;
 
 /** The report as one HTML document that needs nothing but a browser. */
+/** compare --live: the host baselines' costs per epoch as a table. */
+function hostCostsTable(r: CompareResult, hosts: CompareRow[]): string {
+  const t = hostCosts(r, hosts);
+  return `<table class="data"><caption>${escapeHtml(t.caption)}</caption><thead><tr>${t.head.map((h) => `<th scope="col">${escapeHtml(h)}</th>`).join('')}</tr></thead><tbody>
+${t.rows.map((c) => `<tr><th scope="row">${escapeHtml(c[0]!)}</th>${c.slice(1).map((v) => `<td>${escapeHtml(v)}</td>`).join('')}</tr>`).join('\n')}
+</tbody></table>`;
+}
+
 export function renderCompareHtml(r: CompareResult): string {
   const lib = loadChartJs();
   const charts = buildCharts(r);
@@ -630,6 +639,11 @@ export function renderCompareHtml(r: CompareResult): string {
 
   // (a) and (b) side by side, the per-epoch chart across the page, then (d) side by side.
   const figures = charts.map((c) => chartFigure(c, c.xKind === 'epoch')).join('\n');
+  const hosts = r.rows.filter((x) => x.host);
+  const hostSection = hosts.length ? `<section aria-labelledby="host-heading">
+<h2 id="host-heading">Host baselines, live</h2>
+${hostCostsTable(r, hosts)}
+</section>` : '';
   const notes = r.notes.length
     ? `<section aria-labelledby="notes-heading"><h2 id="notes-heading">Notes</h2><ul class="notes">${r.notes.map((n) => `<li>${escapeHtml(n)}</li>`).join('')}</ul></section>`
     : '';
@@ -663,6 +677,7 @@ ${figures}
 <h2 id="results-heading">All configurations</h2>
 ${resultsTable(r)}
 </section>
+${hostSection}
 ${notes}
 </main>
 <footer>

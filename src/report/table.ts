@@ -124,7 +124,7 @@ export const COLUMNS: Column[] = [
   { head: '', align: 'l', tight: true, cell: (x) => { const t = topExitReason(x.exits); return t ? `(${t})` : ''; } },
   { head: 'TLB misses', align: 'r', cell: dashUnlessMmu((x) => fmtCounted(x.tlbMisses)) },
   { head: 'walk refs', align: 'r', cell: dashUnlessMmu((x) => fmtCounted(x.walkRefs)) },
-  { head: 'PT+EPT', align: 'r', cell: dashUnlessMmu((x) => fmtBytes(x.tableBytes)) },
+  { head: 'PT+EPT', align: 'r', cell: dashUnlessMmu((x) => (x.host ? '–' : fmtBytes(x.tableBytes))) },
   { head: 'VA', align: 'r', cell: dashUnlessMmu((x) => fmtBytes(x.vaBytes)) },
 ];
 
@@ -165,6 +165,8 @@ export function formatCompareTable(r: CompareResult, opts: { color?: boolean } =
     out.push(join(parts.map((s) => (s.trim() === '–' ? p.dim(s) : s))));
   });
 
+  const hosts = r.rows.filter((x) => x.host);
+  if (hosts.length) out.push('', ...formatHostCosts(r, hosts).map((l, i) => (i === 0 ? p.bold(l) : l)));
   const summary = summarizeCompare(r);
   if (summary.length) {
     out.push('');
@@ -175,4 +177,26 @@ export function formatCompareTable(r: CompareResult, opts: { color?: boolean } =
     for (const n of r.notes) out.push(`  - ${n}`);
   }
   return out.join('\n');
+}
+
+/** compare --live: what each host baseline cost per epoch after the base, as a caption, a header and rows of cells. */
+export function hostCosts(r: CompareResult, hosts: CompareRow[]): { caption: string; head: string[]; rows: string[][] } {
+  const epochs = Math.max(1, r.epochs - 1);
+  const ms = (v: number) => (v / epochs).toFixed(3);
+  return {
+    caption: `Live costs per epoch, in ms (${fmtInt(epochs)} epochs after the base; µs/fault = run time per fault, accesses included)`,
+    head: ['host baseline', 'faults', 'µs/fault', 'arm', 'run', 'harvest', 'copy', 'epoch'],
+    rows: hosts.map((x) => {
+      const h = x.host!;
+      const perFault = h.faults ? ((h.runMs * 1000) / h.faults).toFixed(1) : '–';
+      return [x.label, fmtInt(h.faults), perFault, ms(h.armMs), ms(h.runMs), ms(h.harvestMs), ms(h.copyMs), ms(h.armMs + h.runMs + h.harvestMs + h.copyMs)];
+    }),
+  };
+}
+
+function formatHostCosts(r: CompareResult, hosts: CompareRow[]): string[] {
+  const t = hostCosts(r, hosts);
+  const widths = t.head.map((h, i) => Math.max(h.length, ...t.rows.map((l) => l[i]!.length)));
+  const row = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ').trimEnd();
+  return [t.caption, row(t.head), ...t.rows.map(row)];
 }

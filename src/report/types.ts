@@ -57,6 +57,8 @@ export interface CompareRow {
   vaBytes: number;
   /** wall time of this configuration's run */
   seconds: number;
+  /** host baselines (compare --live): what the mechanism cost, summed over epochs after the base */
+  host?: HostCosts;
   epochs: CompareEpoch[];
 }
 
@@ -76,4 +78,22 @@ export interface CompareResult {
   notes: string[];
   /** ISO time */
   generated: string;
+}
+
+/** A host baseline's costs (compare --live), in milliseconds summed over the epochs after the base. */
+export interface HostCosts {
+  /** protecting or clearing the region at each epoch's start */
+  armMs: number;
+  /** the accesses, with the mechanism's faults */
+  runMs: number;
+  /** collecting the dirty pages */
+  harvestMs: number;
+  /** copying them out (the checkpoint copy) */
+  copyMs: number;
+  /** faults the monitor handled (0 where the kernel resolves them itself) */
+  faults: number;
+  /** minor faults the kernel took during the runs (where WP_ASYNC and soft-dirty faults show) */
+  minorFaults: number;
+  /** how the mechanism was opened */
+  how: string;
 }
