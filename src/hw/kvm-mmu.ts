@@ -760,7 +760,7 @@ export class KvmMmu implements Mmu {
       if (e.reason !== 'dirty_ring_full' || this.o.planeTracking !== 'dirty-ring') break;
       // PML-full's counterpart: drain the ring and resume the guest where it stopped.
       this.cnt.pmlFull++;
-      for (const gpa of this.harvestPml()) this.dirtyList.push({ source: 'pml', addr: gpa });
+      for (const gpa of this.drainDirtyRing()) this.dirtyList.push({ source: 'pml', addr: gpa });
     }
     if (e.reason === 'timeout') {
       const at = this.cb(GC.NEXT);
@@ -836,6 +836,11 @@ export class KvmMmu implements Mmu {
   harvestPml(): bigint[] {
     this.usable('harvestPml');
     if (this.o.planeTracking !== 'dirty-ring') throw new Error(`harvestPml: this KvmMmu tracks planes by ${this.o.planeTracking}; create it with planeTracking: 'dirty-ring' (KVM's dirty ring stands in for PML)`);
+    return this.drainDirtyRing();
+  }
+
+  /** harvestPml's work, also done mid-run at a ring-full exit (the vCPU is stopped then). */
+  private drainDirtyRing(): bigint[] {
     const out: bigint[] = [];
     for (const { slot, offset } of this.vm.harvestDirtyRing(this.vcpu)) {
       // Slot 0, the system region, is not logged; plane p is slot 1 + p.
