@@ -194,9 +194,13 @@ export async function main(argv: string[] = process.argv, io?: Partial<Io>): Pro
     // Ctrl-C: exit as a shell expects (130). Exiting runs the 'exit' hooks that remove the temp
     // files of unfinished traces; a recorder that must also stop its child installs its own
     // handler, and then this one steps aside.
-    process.on('SIGINT', () => {
-      if (process.listenerCount('SIGINT') === 1) process.exit(130);
-    });
+    // SIGTERM (kill, a CI timeout) likewise, with 143. A live run's VM and its threads go with
+    // the process; the kernel tears down the fds.
+    for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+      process.on(sig, () => {
+        if (process.listenerCount(sig) === 1) process.exit(code);
+      });
+    }
   }
   const out = io?.out ?? ((s: string) => { process.stdout.write(s); });
   const err = io?.err ?? ((s: string) => { process.stderr.write(s); });

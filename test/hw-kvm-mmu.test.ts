@@ -341,8 +341,9 @@ kvmTest('what a kvm MMU was not made for, or KVM cannot do, is refused with the 
 });
 
 kvmTest('bad requests name the address and the kvm backend\'s rule', async () => {
-  const mmu = await twoPlanes();
+  const mmu = await twoPlanes({ planes: 3 });
   try {
+    assert.throws(() => mmu.mapPlane(kvmPlaneGpa(3), 0, 1), /plane 3, but this VM was planned for 3 planes/);
     assert.throws(() => mmu.mapGva(HEAP, PLANE0, 1), /already mapped/);
     assert.throws(() => mmu.mapGva(0x8000_0000_0000n, PLANE0, 1), /not canonical/);
     assert.throws(() => mmu.mapGva(0xffffff0000001000n, PLANE0, 1), /0xffffff0000001000\.\..* is in the upper half, which the kvm backend's guest keeps for itself .*PML4 slot 510.*below 0x800000000000/);

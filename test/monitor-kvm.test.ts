@@ -5,8 +5,8 @@
 // with a reason, by the library and by the CLI.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runMonitor, type MonitorOptions, type MonitorResult } from '../src/monitor/engine.ts';
@@ -137,6 +137,35 @@ kvmTest('granule compare --backend kvm --live: the host baselines replay what th
   assert.is(mp.checkpointBytes, page.checkpointBytes);
   assert.is(mp.faults, page.faults);
   assert.ok(mp.host!.runMs > 0);
+});
+
+kvmTest('Ctrl-C (or SIGTERM) during a live checkpoint run: exit 130 (143), no temp file, no process left, and the epochs written restore', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'granule-monitor-kvm-sig-'));
+  try {
+    for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+      const ck = join(dir, `ck-${sig}`);
+      const child = spawn(process.execPath, [bin, 'checkpoint', join(root, 'traces', 'kvstore-native.grt'), '-o', ck, '-e', '5000', '-m', 'ept-wp', '--backend', 'kvm'], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let err = '';
+      child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+      const exited = new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+      // Interrupt it mid-run, once a few epochs are on disk.
+      const t0 = performance.now();
+      while (!(existsSync(ck) && readdirSync(ck).filter((f) => f.endsWith('.gck')).length >= 3)) {
+        if (performance.now() - t0 > 60_000 || child.exitCode !== null) throw new Error(`no epochs appeared: ${err}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      child.kill(sig);
+      const got = await exited;
+      assert.is(got, code, `${sig}: exit code (stderr: ${err})`);
+      assert.equal(readdirSync(ck).filter((f) => f.endsWith('.tmp')), [], `${sig}: no temp file left`);
+      assert.throws(() => process.kill(child.pid!, 0), undefined, `${sig}: the process is gone`);
+      const r = cli(['restore', ck, '--json'], dir);
+      assert.is(r.code, 0, `${sig}: the complete epochs restore: ${r.err}`);
+      assert.ok((JSON.parse(r.out) as { epoch: number }).epoch >= 1);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test.run();

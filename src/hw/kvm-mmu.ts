@@ -122,6 +122,9 @@ export interface KvmMmuOptions {
   planeTracking?: PlaneTracking;
   /** dirty-ring entries (default 4096, at most the host's KVM_CAP_DIRTY_LOG_RING) */
   dirtyRingEntries?: number;
+  /** alias planes the VM may use (default 64, the spread layout's most): memslots, GPA space and
+   *  host mappings are checked for this many when the VM is created */
+  planes?: number;
 }
 
 export type PlaneTracking = 'dirty-log' | 'write-watch' | 'dirty-ring';
@@ -204,7 +207,7 @@ export class KvmMmu implements Mmu {
     private readonly mem: GuestMemory,
     private readonly pool: FramePool,
     private readonly vcpu: KvmVcpu,
-    private readonly o: { frames: number; runTimeoutMs: number; ringCapacity: number; batchCapacity: number; valueCapacity: number; planeTracking: PlaneTracking },
+    private readonly o: { frames: number; runTimeoutMs: number; ringCapacity: number; batchCapacity: number; valueCapacity: number; planeTracking: PlaneTracking; planes: number },
   ) {
     this.frames = o.frames;
     this.maxPhyAddr = vm.limits().physAddrBits;
@@ -234,7 +237,9 @@ export class KvmMmu implements Mmu {
       batchCapacity: opts.batchCapacity ?? GG.REC_MAX,
       valueCapacity: opts.valueCapacity ?? GG.VAL_SIZE,
       planeTracking: opts.planeTracking ?? 'dirty-log',
+      planes: opts.planes ?? 64,
     };
+    if (!Number.isInteger(o.planes) || o.planes < 1 || o.planes > 1024) throw new RangeError(`planes must be an integer 1..1024, got ${o.planes}`);
     if (!['dirty-log', 'write-watch', 'dirty-ring'].includes(o.planeTracking)) throw new RangeError(`planeTracking must be dirty-log, write-watch or dirty-ring, got ${String(o.planeTracking)}`);
     if (!Number.isInteger(frames) || frames < 1 || frames > 1 << 18) {
       throw new RangeError(`frames must be an integer 1..262144 (one alias plane is a 1 GiB GPA window on the kvm backend), got ${frames}`);
@@ -253,7 +258,13 @@ export class KvmMmu implements Mmu {
     let vm: KvmVm | undefined, mem: GuestMemory | undefined, pool: FramePool | undefined, mmu: KvmMmu;
     try {
       vm = sys.createVm();
-      vm.checkPlan({ memslots: 2, bytes: GG.SYS_SIZE + frames * PAGE_SIZE, vcpus: 1, mappings: 4, gpaEnd: kvmPlaneGpa(0) + BigInt(frames * PAGE_SIZE) });
+      // Everything the planes may need, up front: a memslot each, their GPA windows, and with write
+      // watches a mapping, a thread stack and its guard per plane.
+      vm.checkPlan({
+        memslots: 1 + o.planes, bytes: GG.SYS_SIZE + frames * PAGE_SIZE, vcpus: 1,
+        mappings: 4 + (o.planeTracking === 'write-watch' ? 3 * o.planes : 0),
+        gpaEnd: kvmPlaneGpa(o.planes - 1) + BigInt(frames * PAGE_SIZE),
+      });
       if (o.planeTracking === 'dirty-ring') {
         const max = vm.limits().dirtyRingMax;
         if (max === 0) throw new Error(`kvm backend: this KVM has no dirty ring (KVM_CAP_DIRTY_LOG_RING), which stands in for PML here; use --backend sim`);
@@ -468,6 +479,7 @@ export class KvmMmu implements Mmu {
     this.usable('mapPlane');
     if (opts.writable === false || opts.exec === false) throw new KvmUnsupportedError('mapPlane with writable: false or exec: false (per-page EPT permissions)');
     const { plane, frame } = this.planeOf('mapPlane', gpa, count);
+    if (plane >= this.o.planes) throw new RangeError(`mapPlane: GPA ${hex(gpa)} is in plane ${plane}, but this VM was planned for ${this.o.planes} planes (KvmMmuOptions.planes)`);
     if (!Number.isInteger(first) || first < 0 || first + count > this.frames) {
       throw new RangeError(`mapPlane: frames ${first}..${first + count - 1} are outside the pool of ${this.frames} frames`);
     }
