@@ -9,6 +9,7 @@ import { PAGE_4K, addrMaskFor } from './space.ts';
 import { UsageError, isInputError, inputErrorCode, type Io } from './cli-io.ts';
 import { registerTraceCommands } from './cli-trace.ts';
 import { registerMonitorCommands } from './cli-monitor.ts';
+import { exploreCommand, DEFAULT_PORT, DEFAULT_HOST } from './explore.ts';
 
 const VERSION = '0.1.0';
 
@@ -230,6 +231,12 @@ export async function main(argv: string[] = process.argv, io?: Partial<Io>): Pro
   program.command('demo')
     .description('a short guided tour: the demo space, three walks (success, #PF, EPT violation), A/D bits and the TLB')
     .action(async () => demoCommand(ctx));
+
+  program.command('explore')
+    .description('serve the explorer (walks, practice, granularity sweeps, alias planes in the browser) on localhost')
+    .option('-p, --port <n>', `port to listen on; 0 picks a free one (default ${DEFAULT_PORT})`)
+    .option('--host <address>', `address to listen on (default ${DEFAULT_HOST}; 0.0.0.0 for every interface)`)
+    .action(async (o) => { await exploreCommand(o, ctx); });
 
   registerTraceCommands(program, ctx);
   registerMonitorCommands(program, ctx);

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { kvmAddonPath, loadKvmAddon, resetKvmAddonCache, ADDON_ENV } from '../src/hw/native.ts';
 import { FramePool, GuestMemory, KvmError, KvmSystem, KVM_CAP, type KvmVcpu, type KvmVm } from '../src/hw/kvm.ts';
 import { packageRoot } from '../src/record/toolchain.ts';
+import { PORT, PLANE, movabsRax, movByteAtRax, outPort, HLT, identityTables, longMode } from './support/tiny-guest.ts';
 
 // Built here rather than in a hook so that an unbuildable addon turns into skipped tests.
 if (!existsSync(kvmAddonPath()) && process.platform === 'linux') {
@@ -19,18 +20,12 @@ const loaded = loadKvmAddon();
 if ('error' in loaded) console.log(`hw-kvm.test.ts: skipping the KVM tests:\n${loaded.error}`);
 const kvmTest = 'error' in loaded ? test.skip : test;
 
-const PORT = 0x4e0;
 const SYS_BYTES = 0x10000;
 const POOL_BYTES = 0x10000; // 16 frames
-const PLANE = (p: number) => 0x1_0000_0000n + (BigInt(p) << 30n);
 const RO_GPA = PLANE(2);
 // Code entry points in the system region.
 const WRITER = 0x8000, RO_WRITER = 0x8100, SPIN = 0x8200, OUT_LOOP = 0x8300;
 
-const movabsRax = (v: bigint) => [0x48, 0xb8, ...Array.from({ length: 8 }, (_, i) => Number((v >> BigInt(8 * i)) & 0xffn))];
-const movByteAtRax = (b: number) => [0xc6, 0x00, b];
-const outPort = [0x66, 0xba, PORT & 0xff, PORT >> 8, 0xb8, 1, 0, 0, 0, 0xef]; // mov dx, 0x4e0; mov eax, 1; out dx, eax
-const HLT = 0xf4;
 
 interface Guest { sys: KvmSystem; vm: KvmVm; mem: GuestMemory; pool: FramePool; vcpu: KvmVcpu; enter(rip: number): void }
 
@@ -50,16 +45,7 @@ function makeGuest(opts: { ring?: number } = {}): Guest {
   vm.setMemory(2, PLANE(1), pool, 0, POOL_BYTES, { logDirty: true });
   vm.setMemory(3, RO_GPA, pool, 0, POOL_BYTES, { readonly: true });
 
-  const dv = new DataView(mem.buffer);
-  const entry = (at: number, v: bigint) => dv.setBigUint64(at, v, true);
-  const P_RW = 3n, PS = 0x80n;
-  entry(0x1000, 0x2000n | P_RW); // PML4[0] -> PDPT
-  entry(0x2000, 0x3000n | P_RW); // PDPT[0] -> PD for GPA 0
-  entry(0x3000, 0n | PS | P_RW);
-  for (const [i, pd] of [[4, 0x4000], [5, 0x5000], [6, 0x6000]] as const) {
-    entry(0x2000 + i * 8, BigInt(pd) | P_RW); // PDPT[i] covers GPA i GiB = plane i-4
-    entry(pd, (BigInt(i) << 30n) | PS | P_RW);
-  }
+  identityTables(mem, 3);
   const code = new Uint8Array(mem.buffer);
   code.set([
     ...movabsRax(PLANE(0) + 0x1000n), ...movByteAtRax(0x41), // frame 1 byte 0 through plane 0
@@ -72,14 +58,7 @@ function makeGuest(opts: { ring?: number } = {}): Guest {
   code.set([0x66, 0xba, PORT & 0xff, PORT >> 8, 0xef, 0xeb, 0xfd], OUT_LOOP); // mov dx, port; l: out dx, eax; jmp l
 
   const vcpu = vm.createVcpu(0);
-  vcpu.setCpuid();
-  const flat = { base: 0n, limit: 0xffffffff, present: 1, s: 1, g: 1, dpl: 0 };
-  const data = { ...flat, selector: 0x10, type: 3, db: 1 };
-  vcpu.setSregs({
-    cs: { ...flat, selector: 0x08, type: 11, l: 1, db: 0 }, ds: data, es: data, ss: data,
-    cr0: 0x80010033n, // PG WP NE ET MP PE
-    cr3: 0x1000n, cr4: 0x20n /* PAE */, efer: 0x500n, // LMA LME
-  });
+  longMode(vcpu);
   return { sys, vm, mem, pool, vcpu, enter: (rip) => vcpu.setRegs({ rip: BigInt(rip), rflags: 2n, rsp: 0xf000n }) };
 }
 

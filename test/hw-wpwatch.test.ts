@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { kvmAddonPath, loadKvmAddon } from '../src/hw/native.ts';
 import { FramePool, GuestMemory, KvmError, KvmSystem, WriteWatch, type KvmVcpu, type KvmVm, type PoolView } from '../src/hw/kvm.ts';
 import { packageRoot } from '../src/record/toolchain.ts';
+import { PORT, PLANE, le, movabsRax, movByteAtRax, outPort, HLT, identityTables, longMode } from './support/tiny-guest.ts';
 
 // Built here rather than in a hook so that an unbuildable addon turns into skipped tests.
 if (!existsSync(kvmAddonPath()) && process.platform === 'linux') {
@@ -168,18 +169,11 @@ try { new a.WriteWatch(v); console.log('created'); } catch (e) { console.log(e.m
 
 // ---------- KVM: alias planes over views ----------
 
-const PORT = 0x4e0;
 const SYS_BYTES = 0x10000;
 const POOL_BYTES = 2 << 20; // 512 frames: one 2 MiB guest page per plane
 const FRAMES = POOL_BYTES / PAGE;
-const PLANE = (p: number) => 0x1_0000_0000n + (BigInt(p) << 30n);
 const WRITER = 0x8000, LOOP = 0x8100;
 
-const le = (v: bigint, n: number) => Array.from({ length: n }, (_, i) => Number((v >> BigInt(8 * i)) & 0xffn));
-const movabsRax = (v: bigint) => [0x48, 0xb8, ...le(v, 8)];
-const movByteAtRax = (b: number) => [0xc6, 0x00, b];
-const outPort = [0x66, 0xba, PORT & 0xff, PORT >> 8, 0xb8, 1, 0, 0, 0, 0xef]; // mov dx, 0x4e0; mov eax, 1; out dx, eax
-const HLT = 0xf4;
 
 interface Guest { vm: KvmVm; pool: FramePool; views: PoolView[]; vcpu: KvmVcpu; enter(rip: number): void; close(): void }
 
@@ -197,16 +191,7 @@ function makeGuest(): Guest {
   vm.setMemory(0, 0n, mem, 0, SYS_BYTES);
   views.forEach((v, p) => vm.setMemory(1 + p, PLANE(p), v, 0, POOL_BYTES));
 
-  const dv = new DataView(mem.buffer);
-  const entry = (at: number, v: bigint) => dv.setBigUint64(at, v, true);
-  const P_RW = 3n, PS = 0x80n;
-  entry(0x1000, 0x2000n | P_RW); // PML4[0] -> PDPT
-  entry(0x2000, 0x3000n | P_RW); // PDPT[0] -> PD for GPA 0
-  entry(0x3000, 0n | PS | P_RW);
-  for (const [i, pd] of [[4, 0x4000], [5, 0x5000]] as const) {
-    entry(0x2000 + i * 8, BigInt(pd) | P_RW); // PDPT[i] covers GPA i GiB = plane i-4
-    entry(pd, (BigInt(i) << 30n) | PS | P_RW);
-  }
+  identityTables(mem, 2);
   const code = new Uint8Array(mem.buffer);
   code.set([
     ...movabsRax(PLANE(0) + 0x1000n), ...movByteAtRax(0x41), // frame 1 through plane 0
@@ -223,13 +208,7 @@ function makeGuest(): Guest {
   ], LOOP);
 
   const vcpu = vm.createVcpu(0);
-  vcpu.setCpuid();
-  const flat = { base: 0n, limit: 0xffffffff, present: 1, s: 1, g: 1, dpl: 0 };
-  const data = { ...flat, selector: 0x10, type: 3, db: 1 };
-  vcpu.setSregs({
-    cs: { ...flat, selector: 0x08, type: 11, l: 1, db: 0 }, ds: data, es: data, ss: data,
-    cr0: 0x80010033n, cr3: 0x1000n, cr4: 0x20n, efer: 0x500n,
-  });
+  longMode(vcpu);
   return {
     vm, pool, views, vcpu,
     enter: (rip) => vcpu.setRegs({ rip: BigInt(rip), rflags: 2n, rsp: 0xf000n }),

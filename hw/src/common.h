@@ -41,6 +41,8 @@ struct AddonData {
 
 AddonData& Data(Napi::Env env);
 
+// Builds (does not throw) a KvmError for a failed call with the caller's own advice.
+Napi::Error SysError(Napi::Env env, const std::string& call, int err, const std::string& advice);
 // Builds (does not throw) the KvmError for a failed call; `err` is the errno value.
 Napi::Error KvmError(Napi::Env env, const std::string& call, int err, const std::string& extra = "");
 // Throws KvmError for the current errno.

@@ -111,10 +111,8 @@ std::string Advice(const std::string& call, int err) {
   return "see the KVM API documentation (Documentation/virt/kvm/api.rst) for " + call;
 }
 
-Napi::Error KvmError(Napi::Env env, const std::string& call, int err, const std::string& extra) {
+Napi::Error SysError(Napi::Env env, const std::string& call, int err, const std::string& advice) {
   std::string code = ErrnoName(err);
-  std::string advice = Advice(call, err);
-  if (!extra.empty()) advice += " (" + extra + ")";
   std::string msg = call + " failed: " + code + " (" + std::to_string(err) + "): " + advice;
   AddonData& d = Data(env);
   if (!d.errorClass.IsEmpty()) {
@@ -128,6 +126,12 @@ Napi::Error KvmError(Napi::Env env, const std::string& call, int err, const std:
   e.Set("errno", Napi::Number::New(env, err));
   e.Set("code", Napi::String::New(env, code));
   return e;
+}
+
+Napi::Error KvmError(Napi::Env env, const std::string& call, int err, const std::string& extra) {
+  std::string advice = Advice(call, err);
+  if (!extra.empty()) advice += " (" + extra + ")";
+  return SysError(env, call, err, advice);
 }
 
 void ThrowErrno(Napi::Env env, const std::string& call, const std::string& extra) {

@@ -26,21 +26,6 @@ namespace granule {
 
 static constexpr uint64_t kPage = 4096;
 
-Napi::Error SysError(Napi::Env env, const std::string& call, int err, const std::string& advice) {
-  std::string code = ErrnoName(err);
-  std::string msg = call + " failed: " + code + " (" + std::to_string(err) + "): " + advice;
-  AddonData& d = Data(env);
-  if (!d.errorClass.IsEmpty())
-    return Napi::Error(env, d.errorClass.New({Napi::String::New(env, msg), Napi::String::New(env, call),
-                                              Napi::Number::New(env, err), Napi::String::New(env, code)}));
-  Napi::Error e = Napi::Error::New(env, msg);
-  e.Set("name", Napi::String::New(env, "KvmError"));
-  e.Set("ioctl", Napi::String::New(env, call));
-  e.Set("errno", Napi::Number::New(env, err));
-  e.Set("code", Napi::String::New(env, code));
-  return e;
-}
-
 static std::string ReadLine(const char* path) {
   std::ifstream f(path);
   std::string v;

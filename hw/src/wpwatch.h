@@ -9,10 +9,6 @@
 
 namespace granule {
 
-// A KvmError whose advice is given here: errors.cc's Advice() knows KVM's ioctls, not the host
-// calls made for views and watches (fcntl, userfaultfd).
-Napi::Error SysError(Napi::Env env, const std::string& call, int err, const std::string& advice);
-
 // Write protection of single pages of one host mapping (a frame pool view, i.e. one alias plane)
 // with userfaultfd in write-protect mode. A handler thread logs each write fault's page and lifts
 // the protection, which wakes the writer: a JS store, or KVM's get_user_pages(FOLL_WRITE) for a

@@ -1,26 +1,18 @@
 // `granule compare`: one trace under every layout, monitoring mechanism and granularity asked
-// for, side by side. Checkpoint bytes are the increments after the base image (the first epoch
-// is the base in every run), so all rows count the same epochs.
+// for, side by side, with what only Node has: the own-layout block rows, the host baselines
+// (--live), the machine and the backend. The configurations and rows are sweep.ts's.
 import { cpuModel } from '../host.ts';
-import { runMonitor, type Layout, type MonitorResult, type EpochStats } from './engine.ts';
+import { runMonitor, type MonitorResult, type TraceInput } from './engine.ts';
+import { planJobs, rowOf, idealRow, baseFigures, DEFAULT_COMPARE_GRANULARITIES, type Job } from './sweep.ts';
 import { modeUnsupported, type MonitorMode } from '../layout/space.ts';
 import { kvmUnavailable, type BackendChoice } from '../backend.ts';
 import type { CompareResult, CompareRow } from '../report/types.ts';
-import { traceInfo } from '../trace/reader.ts';
+import { traceInfo, traceInfoBytes } from '../trace/reader.ts';
 import { EV_ALLOC } from '../trace/events.ts';
 import { replayFile } from '../replay/run.ts';
 import { LiveRecorder, hostRows } from './live.ts';
 
-export const DEFAULT_COMPARE_GRANULARITIES: (number | 'adaptive')[] = [4096, 1024, 256, 64, 'adaptive'];
-export const DEFAULT_COMPARE_MODES: MonitorMode[] = ['gpt-wp', 'ept-wp', 'ept-dirty', 'pml'];
-
-export const MODE_LABEL: Record<string, string> = {
-  'gpt-wp': 'guest-PT WP',
-  'ept-wp': 'EPT WP',
-  'ept-dirty': 'EPT dirty bits',
-  pml: 'PML',
-  spp: 'SPP',
-};
+export { DEFAULT_COMPARE_GRANULARITIES, DEFAULT_COMPARE_MODES, MODE_LABEL } from './sweep.ts';
 
 export interface CompareOptions {
   modes?: MonitorMode[];
@@ -42,38 +34,17 @@ export interface CompareOptions {
   live?: boolean;
 }
 
-interface Job { mode: MonitorMode; layout: Layout; granularity: number | 'adaptive'; label: string; rowMode: string }
-
-
-const sumAfterBase = (epochs: EpochStats[], f: (e: EpochStats) => number) => epochs.slice(1).reduce((s, e) => s + f(e), 0);
-/** sumAfterBase for counters a backend may not have (null: not counted there) */
-const sumCounted = (epochs: EpochStats[], f: (e: EpochStats) => number | null) =>
-  epochs.some((e) => f(e) === null) ? null : sumAfterBase(epochs, (e) => f(e) ?? 0);
-
 export class CompareError extends Error {}
 
-export async function compareTrace(tracePath: string, o: CompareOptions): Promise<CompareResult> {
-  const info = traceInfo(tracePath);
-  const modes = o.modes ?? DEFAULT_COMPARE_MODES;
+export async function compareTrace(trace: TraceInput, o: CompareOptions): Promise<CompareResult> {
+  const tracePath = typeof trace === 'string' ? trace : trace.name;
+  const info = typeof trace === 'string' ? traceInfo(trace) : traceInfoBytes(trace.name, trace.bytes);
   const gs = o.granularities ?? DEFAULT_COMPARE_GRANULARITIES;
   const objectAware = (info.counts[EV_ALLOC] ?? 0) > 0;
   if (!objectAware && !o.block) {
     throw new CompareError(`${tracePath} has no allocation events, so its objects cannot be placed in the spread or packed layouts: record it with granule record (which reports allocations), or compare it in its own layout with --block`);
   }
-  const jobs: Job[] = [];
-  if (objectAware) {
-    jobs.push({ mode: 'gpt-wp', layout: 'packed', granularity: 4096, label: 'page level (packed)', rowMode: 'page' });
-    if (o.spp ?? true) jobs.push({ mode: 'spp', layout: 'packed', granularity: 128, label: 'SPP 128 B (packed)', rowMode: 'spp' });
-  }
-  if (o.block) {
-    jobs.push({ mode: 'gpt-wp', layout: 'trace', granularity: 4096, label: 'page level (own layout)', rowMode: objectAware ? 'gpt-wp' : 'page' });
-    if (o.spp ?? true) jobs.push({ mode: 'spp', layout: 'trace', granularity: 128, label: 'SPP 128 B (own layout)', rowMode: 'spp' });
-  }
-  for (const mode of objectAware ? modes.filter((m) => m !== 'spp') : []) {
-    for (const g of gs) {
-      jobs.push({ mode, layout: 'spread', granularity: g, rowMode: mode, label: `${MODE_LABEL[mode]} ${g === 'adaptive' ? 'adaptive' : `${g} B`}` });
-    }
-  }
+  const jobs: Job[] = planJobs(objectAware, o);
   // On KVM, modes it cannot run are left out with a note, rather than mixing backends in one table.
   const onKvm = o.backend === 'kvm' || (o.backend === 'auto' && !kvmUnavailable());
   const skipped: string[] = [];
@@ -93,7 +64,7 @@ export async function compareTrace(tracePath: string, o: CompareOptions): Promis
   for (const [k, job] of jobs.entries()) {
     o.onRun?.(job.label, k, jobs.length);
     const tap = rec && k === 0;
-    const r = await runMonitor(tracePath, {
+    const r = await runMonitor(trace, {
       mode: job.mode, layout: job.layout, granularity: job.granularity, epochWrites: o.epochWrites, frames: o.frames, backend: o.backend,
       onAccess: tap ? rec.onAccess : undefined, onEpoch: tap ? (_e, units, space) => rec.onEpoch(units, space) : undefined,
     });
@@ -102,25 +73,8 @@ export async function compareTrace(tracePath: string, o: CompareOptions): Promis
     runs.push({ job, r });
   }
   const base = runs[0]!.r;
-  const idealBytes = sumAfterBase(base.epochs, (e) => e.idealBytes);
-  const pageBytes = sumAfterBase(base.epochs, (e) => e.checkpointBytes);
-  const rows: CompareRow[] = runs.map(({ job, r }) => {
-    const cb = sumAfterBase(r.epochs, (e) => e.checkpointBytes);
-    const exits: Record<string, number> = {};
-    for (const e of r.epochs.slice(1)) for (const [k, v] of Object.entries(e.exits)) exits[k] = (exits[k] ?? 0) + v;
-    return {
-      mode: job.rowMode, layout: job.layout, granularity: job.granularity, label: job.label,
-      checkpointBytes: cb, overPage: pageBytes ? cb / pageBytes : 0, overIdeal: idealBytes ? cb / idealBytes : 0,
-      dirtyUnits: sumAfterBase(r.epochs, (e) => e.dirtyUnits), faults: sumAfterBase(r.epochs, (e) => e.faults), exits,
-      tlbMisses: sumCounted(r.epochs, (e) => e.tlbMisses), walkRefs: sumCounted(r.epochs, (e) => e.walkRefs),
-      tableBytes: r.tableBytes, vaBytes: r.vaBytes, seconds: r.seconds,
-      epochs: r.epochs.map((e) => ({
-        index: e.index, writes: e.writes, idealBytes: e.idealBytes, checkpointBytes: e.checkpointBytes, dirtyUnits: e.dirtyUnits,
-        faults: e.faults, exits: Object.values(e.exits).reduce((s, v) => s + v, 0), tlbMisses: e.tlbMisses, walkRefs: e.walkRefs,
-        tableBytes: e.tableBytes, vaBytes: e.vaBytes,
-      })),
-    };
-  });
+  const { idealBytes, pageBytes } = baseFigures(base);
+  const rows: CompareRow[] = runs.map(({ job, r }) => rowOf(job, r, idealBytes, pageBytes));
   const liveNotes: string[] = [];
   if (rec) {
     o.onRun?.('host baselines', jobs.length, jobs.length + 1);
@@ -135,7 +89,8 @@ export async function compareTrace(tracePath: string, o: CompareOptions): Promis
     // Block-granular units in the trace's own layout, counted from the bytes written (no
     // mechanism could deliver them under page protection but SPP's 128 B; they bound what one could).
     const fixed = gs.filter((g): g is number => typeof g === 'number');
-    const rp = await replayFile(tracePath, { granularities: fixed, epochWrites: o.epochWrites });
+    if (typeof trace !== 'string') throw new CompareError(`${tracePath}: --block replays a trace file; give its path`);
+    const rp = await replayFile(trace, { granularities: fixed, epochWrites: o.epochWrites });
     for (const g of fixed) {
       const cb = rp.epochs.slice(1).reduce((a, e) => a + e.volumeBytes[g]!, 0);
       rows.push({
@@ -146,12 +101,7 @@ export async function compareTrace(tracePath: string, o: CompareOptions): Promis
       });
     }
   }
-  rows.push({
-    mode: 'ideal', layout: 'trace', granularity: 1, label: 'byte-exact ideal', checkpointBytes: idealBytes,
-    overPage: pageBytes ? idealBytes / pageBytes : 0, overIdeal: 1, dirtyUnits: 0, faults: 0, exits: {}, tlbMisses: 0, walkRefs: 0,
-    tableBytes: 0, vaBytes: 0, seconds: 0,
-    epochs: base.epochs.map((e) => ({ index: e.index, writes: e.writes, idealBytes: e.idealBytes, checkpointBytes: e.idealBytes, dirtyUnits: 0, faults: 0, exits: 0, tlbMisses: 0, walkRefs: 0 })),
-  });
+  rows.push(idealRow(base, idealBytes, pageBytes));
   const notes = [
     ...skipped.map((why) => `Left out on the kvm backend: ${why}.`),
     ...liveNotes,

@@ -40,6 +40,8 @@ export interface MonitorOptions {
   onAccess?: (gva: number, size: number, acc: number, vals: Uint8Array | null, voff: number) => void;
   /** called at the end of each epoch with its dirty units (bytes readable through `space`) */
   onEpoch?: (e: EpochStats, units: DirtyUnit[], space: MonitoredSpace) => void;
+  /** the simulator module's bytes, for the simulator backend (the explorer's worker); default: build/sim.release.wasm */
+  wasm?: BufferSource;
 }
 
 export interface EpochStats {
@@ -90,7 +92,17 @@ function fillValue(buf: Uint8Array, eventIndex: number, size: number): void {
   }
 }
 
-export async function runMonitor(tracePath: string, o: MonitorOptions): Promise<MonitorResult> {
+/** A trace in memory (the explorer, tests); `name` stands for its path in messages. */
+export interface TraceBytes { name: string; bytes: Uint8Array }
+/** A trace file's path, or a trace in memory. */
+export type TraceInput = string | TraceBytes;
+
+export function openTrace(t: TraceInput): TraceReader {
+  return typeof t === 'string' ? TraceReader.open(t) : TraceReader.fromBytes(t.name, t.bytes);
+}
+
+export async function runMonitor(trace: TraceInput, o: MonitorOptions): Promise<MonitorResult> {
+  const tracePath = typeof trace === 'string' ? trace : trace.name;
   const t0 = performance.now();
   const g = o.granularity;
   if (g !== 'adaptive' && (!Number.isInteger(g) || g < 64 || g > PAGE || (g & (g - 1)) !== 0) && !(o.mode === 'spp' && g === SPP_UNIT)) {
@@ -103,8 +115,8 @@ export async function runMonitor(tracePath: string, o: MonitorOptions): Promise<
   if (o.layout === 'trace' && o.granularity !== PAGE && o.mode !== 'spp') {
     throw new MonitorError('the trace\'s own layout is monitored at page level only (give --granularity 4096), or use the spread layout');
   }
-  const reader = TraceReader.open(tracePath);
-  const space = await MonitoredSpace.create({ mode: o.mode, frames: o.frames, backend: o.backend, trackSlots: o.granularity === 'adaptive' });
+  const reader = openTrace(trace);
+  const space = await MonitoredSpace.create({ mode: o.mode, frames: o.frames, backend: o.backend, trackSlots: o.granularity === 'adaptive', wasm: o.wasm });
   try {
     return await monitorIn(space, reader, tracePath, o, t0);
   } catch (e) {

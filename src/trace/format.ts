@@ -1,7 +1,7 @@
 // Layout of granule's binary trace file (docs/trace-format.md is the byte-exact description; keep
 // the two in step), the varint helpers shared by the writer and the reader, and the argument checks
 // every EventSink that stores events applies, so a bad event fails the same way everywhere.
-import { crc32 as zlibCrc32 } from 'node:zlib';
+import { crc32 as codecCrc32 } from './codec.ts';
 import { ADDR_LIMIT, EV_NAMES } from './events.ts';
 
 /**
@@ -111,7 +111,7 @@ export function uvarintBytes(v: number): number {
 }
 
 export function crc32(data: Uint8Array, initial = 0): number {
-  return zlibCrc32(data, initial) >>> 0;
+  return codecCrc32(data, initial);
 }
 
 /** u64 fields hold counts below 2^53: written as two little-endian u32 halves. */

@@ -1,8 +1,8 @@
 // Streaming trace reader: one chunk in memory at a time (at most MAX_CHUNK_STORED + MAX_CHUNK_RAW
 // bytes plus its columns), every length checked against a limit and the file size before anything
 // is allocated, every checksum checked before anything is decoded.
-import * as fs from 'node:fs';
-import * as zlib from 'node:zlib';
+import { openFileSource, BytesSource, type ByteSource } from './source.ts';
+import { inflateRaw, brotliDecompress } from './codec.ts';
 import { ADDR_LIMIT, EV_KINDS, TraceError } from './events.ts';
 import type { EventBlock, KindCounts, TraceEvent, TraceMeta } from './events.ts';
 import { allocBlock, eventAt } from './block.ts';
@@ -27,23 +27,36 @@ export interface BlockOptions {
 /** One chunk as the reader saw it. */
 interface ChunkInfo { index: number; offset: number; rawBytes: number; storedBytes: number; codec: number }
 
+/** Little-endian fields of a byte array, without Node's Buffer (the reader also runs in browsers). */
+const u16 = (b: Uint8Array, o: number) => b[o]! | (b[o + 1]! << 8);
+const u32 = (b: Uint8Array, o: number) => (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24)) >>> 0;
+const sameBytes = (a: Uint8Array, b: Uint8Array) => a.length === b.length && a.every((x, i) => x === b[i]);
+
 export class TraceReader {
-  /** Opens a trace and checks its magic, header checksum and version. */
+  /** Opens a trace file and checks its magic, header checksum and version. */
   static open(file: string): TraceReader {
-    const fd = fs.openSync(file, 'r');
+    return TraceReader.fromSource(file, openFileSource(file));
+  }
+
+  /** A trace held in memory (a fetch, a file picked in a browser); `name` stands for the path in messages. */
+  static fromBytes(name: string, bytes: Uint8Array): TraceReader {
+    return TraceReader.fromSource(name, new BytesSource(bytes));
+  }
+
+  private static fromSource(file: string, src: ByteSource): TraceReader {
     try {
-      const size = fs.fstatSync(fd).size;
-      const head = Buffer.alloc(FILE_HEADER_BYTES);
-      const got = readAt(fd, head, FILE_HEADER_BYTES, 0);
+      const size = src.size;
+      const head = new Uint8Array(FILE_HEADER_BYTES);
+      const got = src.read(head, FILE_HEADER_BYTES, 0);
       const magicSeen = Math.min(got, MAGIC.length);
       if (got === 0) throw new TraceError(file, { offset: 0 }, 'the file is empty, not a granule trace', 'give a file written by granule import/record');
-      if (!head.subarray(0, magicSeen).equals(MAGIC.subarray(0, magicSeen))) throw badMagic(file, head.subarray(0, magicSeen));
+      if (!sameBytes(head.subarray(0, magicSeen), MAGIC.subarray(0, magicSeen))) throw badMagic(file, head.subarray(0, magicSeen));
       if (got < FILE_HEADER_BYTES) {
         throw new TraceError(file, { offset: got }, `file ends inside the header (${FILE_HEADER_BYTES} bytes needed, ${got} present)`, CUT);
       }
-      const major = head.readUInt16LE(8);
-      const minor = head.readUInt16LE(10);
-      const metaLen = head.readUInt32LE(12);
+      const major = u16(head, 8);
+      const minor = u16(head, 10);
+      const metaLen = u32(head, 12);
       if (metaLen > MAX_META_BYTES) {
         throw new TraceError(file, { offset: 12 }, `metadata length ${metaLen} is over the limit of ${MAX_META_BYTES} bytes`, CORRUPT);
       }
@@ -51,9 +64,9 @@ export class TraceReader {
       if (size < headerEnd) {
         throw new TraceError(file, { offset: size }, `file ends inside the metadata (header says ${metaLen + 4} bytes, ${size - FILE_HEADER_BYTES} present)`, CUT);
       }
-      const all = Buffer.alloc(headerEnd);
-      if (readAt(fd, all, headerEnd, 0) < headerEnd) throw new TraceError(file, { offset: size }, 'file shrank while being read', CUT);
-      const stored = all.readUInt32LE(headerEnd - 4);
+      const all = new Uint8Array(headerEnd);
+      if (src.read(all, headerEnd, 0) < headerEnd) throw new TraceError(file, { offset: size }, 'file shrank while being read', CUT);
+      const stored = u32(all, headerEnd - 4);
       const computed = crc32(all.subarray(0, headerEnd - 4));
       if (stored !== computed) {
         throw new TraceError(file, { offset: headerEnd - 4 }, `header checksum mismatch (stored ${hex(stored)}, computed ${hex(computed)})`, CORRUPT);
@@ -68,23 +81,24 @@ export class TraceReader {
       }
       let meta: unknown;
       try {
-        meta = JSON.parse(all.toString('utf8', FILE_HEADER_BYTES, FILE_HEADER_BYTES + metaLen));
+        meta = JSON.parse(new TextDecoder().decode(all.subarray(FILE_HEADER_BYTES, FILE_HEADER_BYTES + metaLen)));
       } catch (e) {
         throw new TraceError(file, { offset: FILE_HEADER_BYTES }, `metadata is not valid JSON (${(e as Error).message})`, WRITER_BUG);
       }
       const problem = metaProblem(meta);
       if (problem) throw new TraceError(file, { offset: FILE_HEADER_BYTES }, problem, WRITER_BUG);
-      return new TraceReader(file, fd, size, headerEnd, { major, minor }, meta as TraceMeta);
+      return new TraceReader(file, src, size, headerEnd, { major, minor }, meta as TraceMeta);
     } catch (e) {
-      fs.closeSync(fd);
+      src.close();
       throw e;
     }
   }
 
   private constructor(
     readonly path: string,
-    private fd: number,
-    private readonly size: number,
+    private src: ByteSource | null,
+    /** the file's size in bytes */
+    readonly size: number,
     private readonly dataStart: number,
     readonly version: { major: number; minor: number },
     readonly meta: TraceMeta,
@@ -120,22 +134,22 @@ export class TraceReader {
   }
 
   close(): void {
-    if (this.fd >= 0) fs.closeSync(this.fd);
-    this.fd = -1;
+    this.src?.close();
+    this.src = null;
   }
 
   /** @internal Chunks with their file position and sizes (for traceInfo). */
   *chunks(reuse: boolean): Generator<[EventBlock, ChunkInfo]> {
-    if (this.fd < 0) throw new Error(`${this.path}: the trace reader is closed`);
+    if (!this.src) throw new Error(`${this.path}: the trace reader is closed`);
     const file = this.path;
-    const fd = this.fd;
+    const src = this.src;
     const size = this.size;
-    const head = Buffer.alloc(Math.max(CHUNK_HEADER_BYTES, endRecordBytes(EV_KINDS)));
+    const head = new Uint8Array(Math.max(CHUNK_HEADER_BYTES, endRecordBytes(EV_KINDS)));
     const counts: KindCounts = new Array(EV_KINDS).fill(0);
     let events = 0;
     let index = 0;
     let off = this.dataStart;
-    let storedBuf = Buffer.alloc(0);
+    let storedBuf = new Uint8Array(0);
     let cols = allocBlock(0);
     for (;;) {
       const avail = size - off;
@@ -143,7 +157,7 @@ export class TraceReader {
         const after = index === 0 ? 'after the header' : `after chunk ${index - 1}`;
         throw new TraceError(file, { offset: off }, `file ends ${after} without an end record (${events} events read)`, CUT);
       }
-      const got = readAt(fd, head, Math.min(head.length, avail), off);
+      const got = src.read(head, Math.min(head.length, avail), off);
       const type = head[0];
       if (type === REC_END) {
         checkEnd(file, off, head, got, size, index, events, counts);
@@ -156,20 +170,20 @@ export class TraceReader {
       if (got < CHUNK_HEADER_BYTES) {
         throw new TraceError(file, { offset: off }, `file ends inside the header of chunk ${index} (${CHUNK_HEADER_BYTES} bytes needed, ${got} present)`, CUT);
       }
-      const storedHeadCrc = head.readUInt32LE(20);
+      const storedHeadCrc = u32(head, 20);
       const headCrc = crc32(head.subarray(0, 20));
       if (storedHeadCrc !== headCrc) {
         throw new TraceError(file, { offset: off }, `checksum mismatch in the header of chunk ${index} (stored ${hex(storedHeadCrc)}, computed ${hex(headCrc)})`, CORRUPT);
       }
       const codec = head[1];
-      const count = head.readUInt32LE(4);
-      const rawLen = head.readUInt32LE(8);
-      const storedLen = head.readUInt32LE(12);
+      const count = u32(head, 4);
+      const rawLen = u32(head, 8);
+      const storedLen = u32(head, 12);
       const bad = (what: string) => new TraceError(file, { offset: off }, `chunk ${index}: ${what}`, WRITER_BUG);
       if (codec > CODEC_BROTLI) {
         throw new TraceError(file, { offset: off + 1 }, `chunk ${index} uses codec ${codec}, which this granule does not know (file format ${this.version.major}.${this.version.minor})`, 'upgrade granule');
       }
-      if (head.readUInt16LE(2) !== 0) throw bad(`reserved header bytes are ${hex(head.readUInt16LE(2))}, not 0`);
+      if (u16(head, 2) !== 0) throw bad(`reserved header bytes are ${hex(u16(head, 2))}, not 0`);
       if (rawLen > MAX_CHUNK_RAW) throw bad(`payload length ${rawLen} is over the limit of ${MAX_CHUNK_RAW}`);
       if (storedLen > MAX_CHUNK_STORED) throw bad(`stored length ${storedLen} is over the limit of ${MAX_CHUNK_STORED}`);
       if (count < 1 || count > MAX_CHUNK_EVENTS || count > rawLen) throw bad(`event count ${count} is impossible for a ${rawLen}-byte payload`);
@@ -178,25 +192,23 @@ export class TraceReader {
       if (size - payloadOff < storedLen) {
         throw new TraceError(file, { offset: size }, `file ends inside chunk ${index} (header at offset ${off} says ${storedLen} bytes, ${size - payloadOff} present)`, CUT);
       }
-      let stored: Buffer;
+      let stored: Uint8Array;
       if (reuse) {
-        if (storedBuf.length < storedLen) storedBuf = Buffer.allocUnsafe(Math.max(storedLen, storedBuf.length * 2));
+        if (storedBuf.length < storedLen) storedBuf = new Uint8Array(Math.max(storedLen, storedBuf.length * 2));
         stored = storedBuf.subarray(0, storedLen);
       } else {
-        stored = Buffer.allocUnsafe(storedLen);
+        stored = new Uint8Array(storedLen);
       }
-      if (readAt(fd, stored, storedLen, payloadOff) < storedLen) throw new TraceError(file, { offset: payloadOff }, 'file shrank while being read', CUT);
-      const storedCrc = head.readUInt32LE(16);
+      if (src.read(stored, storedLen, payloadOff) < storedLen) throw new TraceError(file, { offset: payloadOff }, 'file shrank while being read', CUT);
+      const storedCrc = u32(head, 16);
       const crc = crc32(stored);
       if (crc !== storedCrc) {
         throw new TraceError(file, { offset: payloadOff }, `checksum mismatch in chunk ${index} (chunk at offset ${off}, ${storedLen}-byte payload; stored ${hex(storedCrc)}, computed ${hex(crc)})`, CORRUPT);
       }
-      let raw: Buffer = stored;
+      let raw: Uint8Array = stored;
       if (codec !== CODEC_NONE) {
         try {
-          raw = codec === CODEC_DEFLATE
-            ? zlib.inflateRawSync(stored, { maxOutputLength: rawLen })
-            : zlib.brotliDecompressSync(stored, { maxOutputLength: rawLen });
+          raw = codec === CODEC_DEFLATE ? inflateRaw(stored, rawLen) : brotliDecompress(stored, rawLen);
         } catch (e) {
           throw bad(`${CODEC_NAMES[codec]} payload does not decompress to ${rawLen} bytes (${(e as Error).message})`);
         }
@@ -231,7 +243,7 @@ export class TraceReader {
   }
 }
 
-function checkEnd(file: string, off: number, head: Buffer, got: number, size: number, chunks: number, events: number, counts: KindCounts): void {
+function checkEnd(file: string, off: number, head: Uint8Array, got: number, size: number, chunks: number, events: number, counts: KindCounts): void {
   const kinds = got >= 2 ? head[1] : EV_KINDS;
   if (kinds !== EV_KINDS) {
     throw new TraceError(file, { offset: off + 1 }, `end record counts ${kinds} event kinds; version ${VERSION_MAJOR} has ${EV_KINDS}`, CORRUPT);
@@ -265,17 +277,6 @@ function badMagic(file: string, start: Uint8Array): TraceError {
   let advice = 'give a file written by granule import/record, or use --format lackey for a valgrind log';
   if (start[0] === 0x1f && start[1] === 0x8b) advice = 'the file is gzip-compressed; gunzip it first, or give a file written by granule import/record';
   return new TraceError(file, { offset: 0 }, `bad magic: this is not a granule trace (starts with ${bytes})`, advice);
-}
-
-/** Reads up to `len` bytes at `pos`; returns how many arrived (fewer only at end of file). */
-function readAt(fd: number, buf: Uint8Array, len: number, pos: number): number {
-  let got = 0;
-  while (got < len) {
-    const n = fs.readSync(fd, buf, got, len - got, pos + got);
-    if (n === 0) break;
-    got += n;
-  }
-  return got;
 }
 
 class PayloadError extends Error {
@@ -439,15 +440,15 @@ function decodePayload(raw: Uint8Array, count: number, b: EventBlock): void {
 
 /** True when the file starts with the trace magic (false for missing, short or other files). */
 export function isGranuleTrace(file: string): boolean {
-  let fd = -1;
+  let src: ByteSource | null = null;
   try {
-    fd = fs.openSync(file, 'r');
-    const buf = Buffer.alloc(MAGIC.length);
-    return readAt(fd, buf, MAGIC.length, 0) === MAGIC.length && buf.equals(MAGIC);
+    src = openFileSource(file);
+    const buf = new Uint8Array(MAGIC.length);
+    return src.read(buf, MAGIC.length, 0) === MAGIC.length && sameBytes(buf, MAGIC);
   } catch {
     return false;
   } finally {
-    if (fd >= 0) fs.closeSync(fd);
+    src?.close();
   }
 }
 
@@ -467,7 +468,15 @@ export interface TraceInfo {
 
 /** Reads and checks the whole file (every checksum, every event, the end record). */
 export function traceInfo(file: string): TraceInfo {
-  const r = TraceReader.open(file);
+  return infoOf(TraceReader.open(file));
+}
+
+/** traceInfo of a trace held in memory. */
+export function traceInfoBytes(name: string, bytes: Uint8Array): TraceInfo {
+  return infoOf(TraceReader.fromBytes(name, bytes));
+}
+
+function infoOf(r: TraceReader): TraceInfo {
   try {
     const counts: KindCounts = new Array(EV_KINDS).fill(0);
     let events = 0;
@@ -479,7 +488,7 @@ export function traceInfo(file: string): TraceInfo {
       rawBytes += c.rawBytes;
       chunks++;
     }
-    return { path: file, version: `${r.version.major}.${r.version.minor}`, meta: r.meta, events, counts, chunks, bytes: fs.statSync(file).size, rawBytes };
+    return { path: r.path, version: `${r.version.major}.${r.version.minor}`, meta: r.meta, events, counts, chunks, bytes: r.size, rawBytes };
   } finally {
     r.close();
   }
