@@ -6,6 +6,8 @@
 // A view's CSS is imported by the view's own module (import './walk.css'): esbuild gathers every
 // imported stylesheet into explorer.css.
 import type { Mount } from './context.ts';
+import { mountWalk } from './walk.ts';
+import { mountPractice } from './practice.ts';
 
 export interface View {
   /** the URL hash that selects it (#walk) and the suffix of its tab and section ids */
@@ -26,8 +28,8 @@ function placeholder(what: string): Mount {
 }
 
 export const VIEWS: View[] = [
-  { id: 'walk', title: 'Walk', mount: placeholder('A two-dimensional walk, entry by entry') },
-  { id: 'practice', title: 'Practice', mount: placeholder('Practice: predict the walk, then check') },
+  { id: 'walk', title: 'Walk', mount: mountWalk },
+  { id: 'practice', title: 'Practice', mount: mountPractice },
   { id: 'granularity', title: 'Granularity', mount: placeholder('Monitoring granularity: a trace swept over unit sizes') },
   { id: 'planes', title: 'Alias planes', mount: placeholder('Alias planes: one page seen through several mappings') },
 ];

@@ -154,6 +154,28 @@ export const groups = [
     ],
   },
   {
+    title: 'TLB entry layout (sim/tlb.ts; Sim.tlbArea() gives the arrays)',
+    items: [
+      ['TLB_ENTRY', 32, 'bytes per entry (keys are a separate u64 array: VPN << 17 | VPID << 1 | valid)'],
+      ['TE_EP4TA', 0, 'u64 the EPTP\'s table address the entry is tagged with'],
+      ['TE_HPA', 8, 'u64 HPA of the 4 KiB page'],
+      ['TE_GPA', 16, 'u64 GPA of the 4 KiB page (for EPT violations raised from cached rights)'],
+      ['TE_FLAGS', 24, 'u32 TF_* flags, guest leaf level in bits 19:16, EPT leaf level in bits 23:20'],
+      ['TF_RW', 1, 'cached guest R/W (ANDed over the walk)'],
+      ['TF_US', 2, 'cached guest U/S (ANDed)'],
+      ['TF_XD', 4, 'cached guest XD (ORed)'],
+      ['TF_ER', 8, 'cached EPT read'],
+      ['TF_EW', 16, 'cached EPT write'],
+      ['TF_EX', 32, 'cached EPT execute'],
+      ['TF_GD', 64, 'guest D was set in the leaf'],
+      ['TF_ED', 128, 'EPT D was set in the leaf (or EPT A/D is off)'],
+      ['TF_SPP', 256, 'the EPT leaf has EPT_SPP: writes are never served from the entry'],
+      ['TF_G', 512, 'guest G flag'],
+      ['TF_GUEST_LEVEL_SHIFT', 16, 'shift of the guest leaf level in the flags'],
+      ['TF_EPT_LEVEL_SHIFT', 20, 'shift of the EPT leaf level in the flags'],
+    ],
+  },
+  {
     title: 'Inspection-walk step layout (u64 fields)',
     items: [
       ['STEP_SIZE', 48, 'bytes per step'],

@@ -196,6 +196,42 @@ export const FR_INDEX: i32 = 64;
 /** bytes in a fault record */
 export const FR_SIZE: i32 = 72;
 
+// TLB entry layout (sim/tlb.ts; Sim.tlbArea() gives the arrays)
+/** bytes per entry (keys are a separate u64 array: VPN << 17 | VPID << 1 | valid) */
+export const TLB_ENTRY: i32 = 32;
+/** u64 the EPTP's table address the entry is tagged with */
+export const TE_EP4TA: i32 = 0;
+/** u64 HPA of the 4 KiB page */
+export const TE_HPA: i32 = 8;
+/** u64 GPA of the 4 KiB page (for EPT violations raised from cached rights) */
+export const TE_GPA: i32 = 16;
+/** u32 TF_* flags, guest leaf level in bits 19:16, EPT leaf level in bits 23:20 */
+export const TE_FLAGS: i32 = 24;
+/** cached guest R/W (ANDed over the walk) */
+export const TF_RW: i32 = 1;
+/** cached guest U/S (ANDed) */
+export const TF_US: i32 = 2;
+/** cached guest XD (ORed) */
+export const TF_XD: i32 = 4;
+/** cached EPT read */
+export const TF_ER: i32 = 8;
+/** cached EPT write */
+export const TF_EW: i32 = 16;
+/** cached EPT execute */
+export const TF_EX: i32 = 32;
+/** guest D was set in the leaf */
+export const TF_GD: i32 = 64;
+/** EPT D was set in the leaf (or EPT A/D is off) */
+export const TF_ED: i32 = 128;
+/** the EPT leaf has EPT_SPP: writes are never served from the entry */
+export const TF_SPP: i32 = 256;
+/** guest G flag */
+export const TF_G: i32 = 512;
+/** shift of the guest leaf level in the flags */
+export const TF_GUEST_LEVEL_SHIFT: i32 = 16;
+/** shift of the EPT leaf level in the flags */
+export const TF_EPT_LEVEL_SHIFT: i32 = 20;
+
 // Inspection-walk step layout (u64 fields)
 /** bytes per step */
 export const STEP_SIZE: i32 = 48;

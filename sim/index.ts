@@ -3,12 +3,12 @@ import { CNT_COUNT, FR_SIZE, STEP_MAX, STEP_SIZE, FAULT_NONE, FAULT_GP, REC_SIZE
 import {
   setLayout, setSizes, setMaxPhyAddr, setGuest as stGuest, setEpt as stEpt, setVpid as stVpid,
   setPml as stPml, setSpp as stSpp, pmlIndex, resetCounters as stResetCounters, commitFault, clearFault,
-  raise, raiseBus, physOk, fKind, cntBase, faultBase, stepBase, dlogBase, batchBase, valueBase, physBase, PHYS_BASE,
+  raise, raiseBus, physOk, fKind, cntBase, faultBase, stepBase, dlogBase, batchBase, valueBase, physBase, PHYS_BASE, tlbSets, tlbWays,
 } from './state';
 import { PSC_ENTRY } from './psc';
 import { pteReserved } from './pte';
 import { eptMisconfig, eptMisconfigBitsOf, eptMisconfigured } from './ept';
-import { tlbBytes, tlbLayout, l0Bytes, l0Flush, invlpg as tlbInvlpg, invvpid as tlbInvvpid, invept as tlbInvept } from './tlb';
+import { tlbBytes, tlbLayout, l0Bytes, l0Flush, invlpg as tlbInvlpg, invvpid as tlbInvvpid, invept as tlbInvept, tlbKeysPtr as tlbKeys, tlbEntriesPtr as tlbEntries } from './tlb';
 import { accessOne, aHpa, canonical } from './access';
 import { translate, tHpa, VEC_GP } from './walk';
 import { runBatch as batchRun, status, dlogCount as dlCount, dlogReset as dlReset } from './batch';
@@ -67,6 +67,11 @@ export function dlogPtr(): usize { return dlogBase; }
 export function batchPtr(): usize { return batchBase; }
 export function valuePtr(): usize { return valueBase; }
 export function physPtr(): usize { return physBase; }
+/** The TLB's key and entry arrays and its geometry, for read-only views (sim/tlb.ts has the layout). */
+export function tlbKeysPtr(): usize { return tlbKeys(); }
+export function tlbEntriesPtr(): usize { return tlbEntries(); }
+export function tlbSetCount(): u32 { return tlbSets; }
+export function tlbWayCount(): u32 { return tlbWays; }
 
 // The L0 mirrors entries of one context under one WP and NXE (sim/tlb.ts): any change empties it.
 export function setGuest(cr3: u64, wp: bool, nxe: bool, gbPages: bool): void { l0Flush(); stGuest(cr3, wp, nxe, gbPages); }

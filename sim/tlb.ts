@@ -18,34 +18,16 @@
 // The L0 (below) mirrors some entries of the current context for runBatch; every way an entry
 // leaves the TLB (drop, eviction, invalidation) leaves the L0 too.
 import {
+  TLB_ENTRY, TE_EP4TA, TE_HPA, TE_GPA, TE_FLAGS, TF_RW, TF_US, TF_XD, TF_ER, TF_EW, TF_EX, TF_GD, TF_ED, TF_SPP, TF_G,
   CNT_INVLPG, CNT_INVVPID, CNT_INVEPT, INVVPID_ADDR, INVVPID_SINGLE, INVVPID_ALL, INVVPID_SINGLE_NONGLOBAL, INVEPT_SINGLE,
   ACC_READ, ACC_WRITE, ACC_FETCH, ACC_USER,
 } from './consts';
 import { tlbBase, tlbSets, tlbWays, l0Base, vpid, eptp, addrMask, cr0Wp, efNxe, physBytes, count } from './state';
 import { pscFlush } from './psc';
 
-export const TLB_ENTRY: usize = 32;
-/** entry fields (byte offsets) */
-export const TE_EP4TA: usize = 0;
-export const TE_HPA: usize = 8;
-export const TE_GPA: usize = 16;
-export const TE_FLAGS: usize = 24;
-
-// Cached rights and flag state.
-export const TF_RW: u32 = 1;
-export const TF_US: u32 = 2;
-export const TF_XD: u32 = 4;
-export const TF_ER: u32 = 8;
-export const TF_EW: u32 = 16;
-export const TF_EX: u32 = 32;
-/** guest D was set in the leaf */
-export const TF_GD: u32 = 64;
-/** EPT D was set in the leaf (or EPT A/D is off) */
-export const TF_ED: u32 = 128;
-/** the EPT leaf has EPT_SPP: writes are decided by the SPP table and are never served from here */
-export const TF_SPP: u32 = 256;
-/** guest G flag */
-export const TF_G: u32 = 512;
+// The entry layout and TF_* flags are in the constants table (TLB_ENTRY, TE_*, TF_*), shared with
+// the TypeScript side's read-only view (src/tlbview.ts).
+export { TLB_ENTRY, TE_EP4TA, TE_HPA, TE_GPA, TE_FLAGS, TF_RW, TF_US, TF_XD, TF_ER, TF_EW, TF_EX, TF_GD, TF_ED, TF_SPP, TF_G };
 
 let keyBase: usize = 0;
 let entBase: usize = 0;
@@ -223,3 +205,7 @@ export function l0Fill(gva: u64, p: usize): void {
   store<u64>(e, (gva >> 12) | L0_VALID);
   store<u64>(e, hpaPage | served, 8);
 }
+
+/** Where the arrays are, for the read-only view of the TypeScript side (Sim.tlbArea). */
+export function tlbKeysPtr(): usize { return keyBase; }
+export function tlbEntriesPtr(): usize { return entBase; }

@@ -83,6 +83,7 @@ interface Exports {
   memory: WebAssembly.Memory;
   init(phys: bigint, sets: number, ways: number, psc: number, dlog: number, batch: number, value: number, maxPhy: number): number;
   cntPtr(): number; faultPtr(): number; stepPtr(): number; dlogPtr(): number;
+  tlbKeysPtr(): number; tlbEntriesPtr(): number; tlbSetCount(): number; tlbWayCount(): number;
   batchPtr(): number; valuePtr(): number; physPtr(): number;
   setGuest(cr3: bigint, wp: number, nxe: number, gb: number): void;
   setEpt(eptp: bigint, execOnly: number, gb: number): void;
@@ -200,6 +201,15 @@ export class Sim {
     const err = x.init(BigInt(o.physBytes), o.tlbSets, o.tlbWays, o.pscEntries, o.dlogCapacity, o.batchCapacity, o.valueCapacity, o.maxPhyAddr);
     if (err !== 0) throw new RangeError(`cannot set up the simulator: ${INIT_ERRORS[err] ?? `error ${err}`}`);
     return new Sim(x, o);
+  }
+
+  /**
+   * The TLB as the module holds it, for read-only views (src/tlbview.ts): a DataView of the module's
+   * memory, the offsets of the key array (u64 per entry) and the entry array (TLB_ENTRY bytes
+   * each, TE_* fields), and the geometry. Valid until the next call into the simulator.
+   */
+  tlbArea(): { view: DataView; keys: number; entries: number; sets: number; ways: number } {
+    return { view: this.view, keys: this.x.tlbKeysPtr(), entries: this.x.tlbEntriesPtr(), sets: this.x.tlbSetCount(), ways: this.x.tlbWayCount() };
   }
 
   /** Host-physical memory, HPA 0 .. physBytes. Views are re-made after the memory grows. */

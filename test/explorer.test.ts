@@ -299,6 +299,71 @@ test('page: every view mounts without an error when its tab is shown; a screensh
   await page.close();
 });
 
+/** `granule walk ... --json`, the CLI's answer the page must show. */
+function cliWalk(gva: string, kind: 'r' | 'w' | 'x', user: boolean): { kind: string; hpa?: string; errorCodeHex?: string; qualificationHex?: string } {
+  const r = spawnSync(process.execPath, [join(root, 'bin', 'granule.js'), 'walk', gva, '-a', kind, ...(user ? ['-u'] : []), '--json'], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`granule walk ${gva}: ${r.stderr}`);
+  return (JSON.parse(r.stdout) as { outcome: { kind: string; hpa?: string; errorCodeHex?: string; qualificationHex?: string } }).outcome;
+}
+
+test('walk view: the HPA or fault shown for the demo addresses is granule walk --json\'s; an Access fills the TLB', async () => {
+  const b = await openBrowser();
+  if (!b) return;
+  const { page, problems } = await openPage(b);
+  await page.goto(`${server.url}#walk`);
+  await page.waitForSelector('#panel-walk[data-state=ready]');
+  const cases: [string, 'r' | 'w' | 'x', boolean][] = [['0x401234', 'r', true], ['0x401234', 'w', true], ['0x406000', 'r', false], ['0x405000', 'w', false], ['0x600123', 'r', true], ['0x404008', 'w', true]];
+  const kindName = { r: 'read', w: 'write', x: 'fetch' } as const;
+  for (const [gva, kind, user] of cases) {
+    await page.fill('[data-testid=walk-gva]', gva);
+    await page.selectOption('[data-testid=walk-kind]', kindName[kind]);
+    await page.selectOption('[data-testid=walk-user]', user ? 'user' : 'supervisor');
+    await page.click('[data-testid=walk-run]');
+    const want = cliWalk(gva, kind, user);
+    const fault = page.locator('[data-testid=walk-fault]');
+    const what = `${gva} ${kindName[kind]} ${user ? 'user' : 'supervisor'}`;
+    assert.is(await fault.getAttribute('data-kind'), want.kind, `${what}: outcome kind`);
+    if (want.kind === 'ok') assert.is((await page.locator('[data-testid=walk-hpa]').textContent())?.trim(), want.hpa, `${what}: HPA`);
+    else assert.is(await fault.getAttribute('data-code'), want.errorCodeHex ?? want.qualificationHex ?? '', `${what}: error code or qualification`);
+    assert.ok(await page.locator('[data-testid=walk-steps] tr[data-ref]').count() > 0, `${what}: the steps are shown`);
+  }
+  // An architectural access: a miss, then a hit from the entry it filled.
+  await page.fill('[data-testid=walk-gva]', '0x401234');
+  await page.selectOption('[data-testid=walk-kind]', 'read');
+  await page.selectOption('[data-testid=walk-user]', 'user');
+  await page.click('[data-testid=walk-access]');
+  assert.is(await page.getAttribute('[data-testid=walk-access-result]', 'data-tlb'), 'miss');
+  await page.click('[data-testid=walk-access]');
+  assert.is(await page.getAttribute('[data-testid=walk-access-result]', 'data-tlb'), 'hit');
+  assert.is(await page.getAttribute('[data-testid=walk-tlb]', 'data-hit'), 'yes');
+  mkdirSync(shots, { recursive: true });
+  await page.screenshot({ path: join(shots, 'walk.png'), fullPage: true });
+  assert.equal(problems, []);
+  await page.close();
+});
+
+test('practice view: a seeded problem, a wrong answer told so, the revealed answer checked right', async () => {
+  const b = await openBrowser();
+  if (!b) return;
+  const { page, problems } = await openPage(b);
+  await page.goto(`${server.url}#practice`);
+  await page.waitForSelector('#panel-practice[data-state=ready]');
+  await page.fill('[data-testid=practice-seed]', '42');
+  await page.click('[data-testid=practice-seed-load]');
+  await page.fill('[data-testid=practice-answer]', '0x1');
+  await page.click('[data-testid=practice-check]');
+  assert.is(await page.getAttribute('[data-testid=practice-verdict]', 'data-verdict'), 'wrong');
+  await page.click('[data-testid=practice-reveal]');
+  const right = await page.getAttribute('[data-testid=practice-solution]', 'data-answer');
+  assert.ok(right, 'the solution carries its answer');
+  await page.fill('[data-testid=practice-answer]', right!);
+  await page.click('[data-testid=practice-check]');
+  assert.is(await page.getAttribute('[data-testid=practice-verdict]', 'data-verdict'), 'right');
+  await page.screenshot({ path: join(shots, 'practice.png'), fullPage: true });
+  assert.equal(problems, []);
+  await page.close();
+});
+
 test('page: a missing simulator module or trace index is reported in the error area, never a blank page', async () => {
   const b = await openBrowser();
   if (!b) return;

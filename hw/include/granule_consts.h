@@ -112,6 +112,25 @@
 #define FR_INDEX 64 /* index of the access in the batch */
 #define FR_SIZE 72 /* bytes in a fault record */
 
+/* TLB entry layout (sim/tlb.ts; Sim.tlbArea() gives the arrays) */
+#define TLB_ENTRY 32 /* bytes per entry (keys are a separate u64 array: VPN << 17 | VPID << 1 | valid) */
+#define TE_EP4TA 0 /* u64 the EPTP's table address the entry is tagged with */
+#define TE_HPA 8 /* u64 HPA of the 4 KiB page */
+#define TE_GPA 16 /* u64 GPA of the 4 KiB page (for EPT violations raised from cached rights) */
+#define TE_FLAGS 24 /* u32 TF_* flags, guest leaf level in bits 19:16, EPT leaf level in bits 23:20 */
+#define TF_RW 1 /* cached guest R/W (ANDed over the walk) */
+#define TF_US 2 /* cached guest U/S (ANDed) */
+#define TF_XD 4 /* cached guest XD (ORed) */
+#define TF_ER 8 /* cached EPT read */
+#define TF_EW 16 /* cached EPT write */
+#define TF_EX 32 /* cached EPT execute */
+#define TF_GD 64 /* guest D was set in the leaf */
+#define TF_ED 128 /* EPT D was set in the leaf (or EPT A/D is off) */
+#define TF_SPP 256 /* the EPT leaf has EPT_SPP: writes are never served from the entry */
+#define TF_G 512 /* guest G flag */
+#define TF_GUEST_LEVEL_SHIFT 16 /* shift of the guest leaf level in the flags */
+#define TF_EPT_LEVEL_SHIFT 20 /* shift of the EPT leaf level in the flags */
+
 /* Inspection-walk step layout (u64 fields) */
 #define STEP_SIZE 48 /* bytes per step */
 #define STEP_KIND 0 /* u32 STEP_EPT or STEP_GUEST */
