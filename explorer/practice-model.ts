@@ -8,33 +8,9 @@ import { explainWalk, guestBits, decodePfErrorCode, decodeExitQualification, typ
 import { PTE_P, PTE_PS } from '../src/consts.ts';
 import { addrMaskFor } from '../src/space.ts';
 import { accOf, hex, type AccessKind } from './walk-model.ts';
+import { Rng } from '../src/rng.ts';
 
-// ---------------------------------------------------------------------------------------------
-// PRNG: mulberry32 (public domain), the generator test/support uses; repeatable from a 32-bit seed.
-
-export class Rng {
-  private s: number;
-  constructor(seed: number) { this.s = seed >>> 0; }
-  u32(): number {
-    this.s = (this.s + 0x6d2b79f5) >>> 0;
-    let t = this.s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  }
-  float(): number { return this.u32() / 4294967296; }
-  /** integer in [lo, hi] */
-  int(lo: number, hi: number): number { return lo + Math.floor(this.float() * (hi - lo + 1)); }
-  chance(p: number): boolean { return this.float() < p; }
-  pick<T>(a: readonly T[]): T { return a[Math.floor(this.float() * a.length)]!; }
-  /** one of `items` with probability proportional to its weight */
-  weighted<T>(items: readonly (readonly [T, number])[]): T {
-    const total = items.reduce((s, [, w]) => s + w, 0);
-    let x = this.float() * total;
-    for (const [v, w] of items) { if ((x -= w) < 0) return v; }
-    return items[items.length - 1]![0];
-  }
-}
+export { Rng };
 
 /** A seed for "New problem": 1 .. 2^32-1. */
 export function randomSeed(): number {

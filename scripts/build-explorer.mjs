@@ -172,10 +172,14 @@ async function main() {
     const bundles = await bundle(stage);
     copyFileSync(at('explorer', 'index.html'), join(stage, 'index.html'));
     copyFileSync(wasm, join(stage, 'sim.release.wasm'));
-    // The tutorial, when it has been written, travels with the page (the footer links to it).
+    // The tutorial and its pictures travel with the page (the footer links to it).
     if (existsSync(at('docs', 'explorer.md'))) {
-      mkdirSync(join(stage, 'docs'), { recursive: true });
+      mkdirSync(join(stage, 'docs', 'img'), { recursive: true });
       copyFileSync(at('docs', 'explorer.md'), join(stage, 'docs', 'explorer.md'));
+      const img = at('docs', 'img');
+      for (const f of existsSync(img) ? readdirSync(img) : []) {
+        if (/^explorer-.*\.png$/.test(f)) copyFileSync(join(img, f), join(stage, 'docs', 'img', f));
+      }
     }
     const { entries, skipped } = await traceIndex(stage);
 

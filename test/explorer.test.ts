@@ -15,6 +15,8 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { startExplorerServer, resolveRequestPath, contentType, type ExplorerServer } from '../src/explore.ts';
 import { main } from '../src/cli.ts';
 import { InputError } from '../src/cli-io.ts';
+import { TraceWriter } from '../src/trace/writer.ts';
+import { EV_WRITE } from '../src/trace/events.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const built = join(root, 'build', 'explorer');
@@ -360,6 +362,121 @@ test('practice view: a seeded problem, a wrong answer told so, the revealed answ
   await page.click('[data-testid=practice-check]');
   assert.is(await page.getAttribute('[data-testid=practice-verdict]', 'data-verdict'), 'right');
   await page.screenshot({ path: join(shots, 'practice.png'), fullPage: true });
+  assert.equal(problems, []);
+  await page.close();
+});
+
+/** `granule compare --json` on a bundled trace, once per epoch length. */
+const compared = new Map<number, { rows: { mode: string; layout: string; granularity: number | string; checkpointBytes: number; faults: number }[] }>();
+function cliCompare(trace: string, epochWrites: number) {
+  let r = compared.get(epochWrites);
+  if (!r) {
+    const p = spawnSync(process.execPath, [join(root, 'bin', 'granule.js'), 'compare', join(root, 'traces', `${trace}.grt`), '--json', '-e', String(epochWrites)], { encoding: 'utf8', maxBuffer: 1 << 28 });
+    if (p.status !== 0) throw new Error(`granule compare: ${p.stderr}`);
+    r = JSON.parse(p.stdout) as NonNullable<typeof r>;
+    compared.set(epochWrites, r);
+  }
+  return r;
+}
+
+test('granularity view: the checkpoint bytes and faults shown as the control moves are granule compare --json\'s for the same trace', async () => {
+  const b = await openBrowser();
+  if (!b) return;
+  const { page, problems } = await openPage(b);
+  await page.goto(`${server.url}#granularity`);
+  await page.waitForSelector('#panel-granularity[data-state=ready]');
+  const epochWrites = 5000;
+  await page.fill('[data-testid=gran-epoch-writes]', String(epochWrites));
+  await page.press('[data-testid=gran-epoch-writes]', 'Enter');
+  const cli = cliCompare('kvstore-wasm', epochWrites);
+  const shown = async (config: string) => {
+    await page.waitForSelector(`[data-testid=gran-checkpoint-bytes][data-config="${config}"][data-epoch-writes="${epochWrites}"][data-bytes]`, { timeout: 60_000 });
+    return { bytes: Number(await page.getAttribute('[data-testid=gran-checkpoint-bytes]', 'data-bytes')), faults: Number(await page.getAttribute('[data-testid=gran-faults]', 'data-value')) };
+  };
+  const want = (mode: string, layout: string, g: number | string) => cli.rows.find((x) => x.mode === mode && x.layout === layout && x.granularity === g)!;
+  await page.selectOption('[data-testid=gran-mode]', 'gpt-wp');
+  const t0 = performance.now();
+  for (const [pos, g] of [[0, 4096], [2, 1024], [4, 256], [6, 64]] as const) {
+    await page.fill('[data-testid=gran-slider]', String(pos));
+    const got = await shown(`gpt-wp/spread/${g}`);
+    const w = want('gpt-wp', 'spread', g);
+    assert.is(got.bytes, w.checkpointBytes, `gpt-wp ${g} B: checkpoint bytes`);
+    assert.is(got.faults, w.faults, `gpt-wp ${g} B: faults`);
+  }
+  console.log(`  (granularity view: four settings computed and shown in ${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+  // Once computed, moving back is immediate.
+  const t1 = performance.now();
+  await page.fill('[data-testid=gran-slider]', '2');
+  await shown('gpt-wp/spread/1024');
+  assert.ok(performance.now() - t1 < 1000, `a computed setting shows at once (${(performance.now() - t1).toFixed(0)} ms)`);
+  await page.selectOption('[data-testid=gran-mode]', 'page');
+  const page0 = await shown('page/packed/4096');
+  assert.is(page0.bytes, want('page', 'packed', 4096).checkpointBytes, 'page level');
+  await page.selectOption('[data-testid=gran-mode]', 'spp');
+  assert.is((await shown('spp/packed/128')).bytes, want('spp', 'packed', 128).checkpointBytes, 'SPP');
+  await page.selectOption('[data-testid=gran-mode]', 'gpt-wp');
+  await page.fill('[data-testid=gran-slider]', '4');
+  await shown('gpt-wp/spread/256');
+  mkdirSync(shots, { recursive: true });
+  await page.screenshot({ path: join(shots, 'granularity.png'), fullPage: true });
+  assert.equal(problems, []);
+  await page.close();
+});
+
+/** A valid trace with writes but no allocation events: it cannot be placed in the spread layout. */
+function noAllocTrace(): Buffer {
+  const file = join(tmp, 'noalloc.grt');
+  const w = TraceWriter.create(file, { source: 'hand', pageSize: 4096 });
+  for (let i = 0; i < 100; i++) w.access(EV_WRITE, 0x7ffd_0000_0000 + i * 64, 8, new Uint8Array(8).fill(i));
+  w.close();
+  return readFileSync(file);
+}
+
+test('granularity view: a file that is not a trace, a cut one, an empty one and one without allocations get specific messages, and the page keeps working', async () => {
+  const b = await openBrowser();
+  if (!b) return;
+  const { page, problems } = await openPage(b);
+  await page.goto(`${server.url}#granularity`);
+  await page.waitForSelector('#panel-granularity[data-state=ready]');
+  const kv = readFileSync(join(root, 'traces', 'kvstore-wasm.grt'));
+  const cases: [string, Buffer, RegExp][] = [
+    ['notes.txt', Buffer.from('hello, this is not a trace\n'), /notes\.txt.*bad magic: this is not a granule trace/],
+    ['cut.grt', kv.subarray(0, kv.length - 5000), /cut\.grt.*(ends|cut short)/],
+    ['empty.grt', Buffer.alloc(0), /empty\.grt.*empty/],
+    ['noalloc.grt', noAllocTrace(), /noalloc\.grt.*no allocation events/],
+  ];
+  for (const [name, buffer, want] of cases) {
+    await page.setInputFiles('[data-testid=gran-file]', { name, mimeType: 'application/octet-stream', buffer });
+    await page.waitForFunction((n) => {
+      const e = document.querySelector('[data-testid=gran-error]') as HTMLElement | null;
+      return !!e && !e.hidden && (e.textContent ?? '').includes(n);
+    }, name, { timeout: 30_000 });
+    const text = (await page.locator('[data-testid=gran-error]').textContent()) ?? '';
+    assert.match(text, want, `${name}: ${text}`);
+    assert.ok(await page.locator('#errors').isVisible(), `${name}: also in the page's error area`);
+  }
+  // Still working: a bundled trace computes.
+  await page.selectOption('[data-testid=gran-mode]', 'page');
+  await page.waitForSelector('[data-testid=gran-checkpoint-bytes][data-bytes]', { timeout: 60_000 });
+  assert.equal(problems.filter((p) => !/^console:/.test(p)), []);
+  await page.close();
+});
+
+test('alias planes view: regrouping a frame rewrites guest PTEs only (no EPT entry, no byte changes)', async () => {
+  const b = await openBrowser();
+  if (!b) return;
+  const { page, problems } = await openPage(b);
+  await page.goto(`${server.url}#planes`);
+  await page.waitForSelector('#panel-planes[data-state=ready]');
+  const unit = page.locator('[data-testid=planes-unit]');
+  const options = await unit.locator('option').evaluateAll((os) => os.map((o) => (o as HTMLOptionElement).value));
+  assert.ok(options.length >= 2, `unit choices: ${options.join(', ')}`);
+  await unit.selectOption(options[options.length - 1]!);
+  const ptes = Number(await page.getAttribute('[data-testid=planes-ptes-changed]', 'data-retargeted'));
+  assert.ok(ptes > 0, `guest PTEs pointed elsewhere: ${ptes}`);
+  assert.is(await page.getAttribute('[data-testid=planes-ept-changed]', 'data-value'), '0');
+  assert.is(await page.getAttribute('[data-testid=planes-bytes-changed]', 'data-value'), '0');
+  await page.screenshot({ path: join(shots, 'planes.png'), fullPage: true });
   assert.equal(problems, []);
   await page.close();
 });

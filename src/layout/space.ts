@@ -59,6 +59,8 @@ export interface SpaceOptions {
   backend?: BackendChoice;
   /** keep each written slab frame's guest PTE D flags at harvest, for slotWrites (the adaptive policy) */
   trackSlots?: boolean;
+  /** the simulator module's bytes (a browser or worker has no file to load it from); default: build/sim.release.wasm */
+  wasm?: BufferSource;
 }
 
 /** A dirty unit: bytes [offset, offset + len) of pool frame `frame`. */
@@ -130,7 +132,7 @@ export class MonitoredSpace {
     if (frames > MAX_POOL) throw new SpaceError(`a pool of ${frames} frames does not fit a plane (${MAX_POOL} frames at most)`);
     // Tables: the EPT maps up to 64 plane pages per slab frame; the guest table maps 64 V pages.
     const tableBytes = Math.max(8 << 20, Math.ceil(frames / 16) * PAGE * 4);
-    const opts = { frames, tableBytes, tlbSets: o.tlbSets, tlbWays: o.tlbWays, pml: o.mode === 'pml', eptWriteProtect: o.mode === 'ept-wp', maxPhyAddr: 46 };
+    const opts = { frames, tableBytes, tlbSets: o.tlbSets, tlbWays: o.tlbWays, pml: o.mode === 'pml', eptWriteProtect: o.mode === 'ept-wp', maxPhyAddr: 46, wasm: o.wasm };
     const choice = o.backend ?? 'sim';
     // auto: where the mode needs what KVM lacks, the simulator runs it, and says why.
     const lacks = modeUnsupported('kvm', o.mode);

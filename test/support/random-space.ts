@@ -21,47 +21,10 @@ import {
   ACC_READ, ACC_WRITE, ACC_FETCH, ACC_USER, ACC_KIND_MASK,
 } from '../../src/consts.ts';
 import { RefMemory, refAccess, type RefCpu } from './ref-walker.ts';
+import { Rng } from '../../src/rng.ts';
 import { SpaceBuilder, K4, M2, G1, type PageSize, type EntryRecord } from './space-builder.ts';
 
-// ---------------------------------------------------------------------------------------------
-// PRNG: mulberry32 (public domain), 32-bit state.
-
-export class Rng {
-  private s: number;
-  constructor(seed: number) {
-    this.s = seed >>> 0;
-  }
-  u32(): number {
-    this.s = (this.s + 0x6d2b79f5) >>> 0;
-    let t = this.s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  }
-  float(): number {
-    return this.u32() / 4294967296;
-  }
-  /** Integer in [lo, hi]. */
-  int(lo: number, hi: number): number {
-    return lo + Math.floor(this.float() * (hi - lo + 1));
-  }
-  chance(p: number): boolean {
-    return this.float() < p;
-  }
-  pick<T>(a: readonly T[]): T {
-    return a[Math.floor(this.float() * a.length)];
-  }
-  /** Random bigint in [lo, hi). */
-  big(lo: bigint, hi: bigint): bigint {
-    const span = hi - lo;
-    let r = 0n;
-    for (let i = 0; i < 3; i++) r = (r << 32n) | BigInt(this.u32());
-    return lo + (r % span);
-  }
-  bytes(n: number): Uint8Array {
-    return Uint8Array.from({ length: n }, () => this.u32() & 0xff);
-  }
-}
+export { Rng };
 
 /** Seed of case `i` of a run with seed `seed` (so one case can be replayed alone). */
 export function caseSeed(seed: number, i: number): number {

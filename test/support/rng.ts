@@ -1,11 +1,7 @@
-// A small seeded generator (mulberry32) for randomized tests and the benchmarks: repeatable from the seed.
+// A seeded generator for randomized tests and the benchmarks as a plain function (src/rng.ts).
+import { Rng } from '../../src/rng.ts';
+
 export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const r = new Rng(seed);
+  return () => r.float();
 }
