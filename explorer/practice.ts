@@ -94,6 +94,7 @@ export const mountPractice: Mount = async (root: HTMLElement, ctx: ExplorerConte
     }
     if (mine !== generation) return; // a newer problem was asked for meanwhile
     solved = s;
+    question.dataset.seed = String(seed);
     question.dataset.gva = hex(p.gva);
     question.dataset.kind = p.kind;
     question.dataset.user = String(p.user);

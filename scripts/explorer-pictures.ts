@@ -27,6 +27,7 @@ const shots: [string, (page: Page) => Promise<void>][] = [
   ['practice', async (page) => {
     await page.fill('[data-testid=practice-seed]', '42');
     await page.click('[data-testid=practice-seed-load]');
+    await page.waitForSelector('[data-testid=practice-question][data-seed="42"]');
     await page.click('[data-testid=practice-reveal]');
     const answer = await page.getAttribute('[data-testid=practice-solution]', 'data-answer');
     await page.fill('[data-testid=practice-answer]', answer ?? '');

@@ -6,7 +6,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -352,6 +352,7 @@ test('practice view: a seeded problem, a wrong answer told so, the revealed answ
   await page.waitForSelector('#panel-practice[data-state=ready]');
   await page.fill('[data-testid=practice-seed]', '42');
   await page.click('[data-testid=practice-seed-load]');
+  await page.waitForSelector('[data-testid=practice-question][data-seed="42"]');
   await page.fill('[data-testid=practice-answer]', '0x1');
   await page.click('[data-testid=practice-check]');
   assert.is(await page.getAttribute('[data-testid=practice-verdict]', 'data-verdict'), 'wrong');
@@ -432,7 +433,7 @@ function noAllocTrace(): Buffer {
   return readFileSync(file);
 }
 
-test('granularity view: a file that is not a trace, a cut one, an empty one and one without allocations get specific messages, and the page keeps working', async () => {
+test('granularity view: a file that is not a trace, a cut one, an empty one, one without allocations and one too large get specific messages, and the page keeps working', async () => {
   const b = await openBrowser();
   if (!b) return;
   const { page, problems } = await openPage(b);
@@ -445,13 +446,20 @@ test('granularity view: a file that is not a trace, a cut one, an empty one and 
     ['empty.grt', Buffer.alloc(0), /empty\.grt.*empty/],
     ['noalloc.grt', noAllocTrace(), /noalloc\.grt.*no allocation events/],
   ];
-  for (const [name, buffer, want] of cases) {
-    await page.setInputFiles('[data-testid=gran-file]', { name, mimeType: 'application/octet-stream', buffer });
-    await page.waitForFunction((n) => {
+  // Refused by its size before a byte is read (a sparse file: nothing is written to disk).
+  const huge = join(tmp, 'huge.grt');
+  writeFileSync(huge, '');
+  truncateSync(huge, 64 * 1024 * 1024 + 1);
+  for (const [name, buffer, want] of [...cases, ['huge.grt', huge, /huge\.grt is 64\.0 MiB, over the explorer's limit of 64\.0 MiB/] as const]) {
+    await page.setInputFiles('[data-testid=gran-file]', typeof buffer === 'string' ? buffer : { name, mimeType: 'application/octet-stream', buffer });
+    // The message as it is when it names this file (read in the page, so a re-render cannot race it).
+    const text = await page.waitForFunction((n) => {
       const e = document.querySelector('[data-testid=gran-error]') as HTMLElement | null;
-      return !!e && !e.hidden && (e.textContent ?? '').includes(n);
-    }, name, { timeout: 30_000 });
-    const text = (await page.locator('[data-testid=gran-error]').textContent()) ?? '';
+      const t = e && !e.hidden ? e.textContent ?? '' : '';
+      return t.includes(n) ? t : null;
+    }, name, { timeout: 90_000 }).then((h) => h.jsonValue() as Promise<string>, async (e: Error) => {
+      throw new Error(`${name}: no message naming it (status: ${await page.locator('[data-testid=gran-status]').textContent()}; error area: ${await page.locator('[data-testid=gran-error]').textContent()}): ${e.message}`);
+    });
     assert.match(text, want, `${name}: ${text}`);
     assert.ok(await page.locator('#errors').isVisible(), `${name}: also in the page's error area`);
   }
