@@ -211,6 +211,16 @@ async function openPage(b: Browser) {
   return { page, problems };
 }
 
+/** A page showing one view, mounted; null when there is no browser (the test then skips, saying why). */
+async function openView(id: string) {
+  const b = await openBrowser();
+  if (!b) return null;
+  const opened = await openPage(b);
+  await opened.page.goto(`${server.url}#${id}`);
+  await opened.page.waitForSelector(`#panel-${id}[data-state=ready]`);
+  return opened;
+}
+
 const visiblePanel = (page: Page) => page.evaluate(() => Array.from(document.querySelectorAll('[role=tabpanel]')).filter((p) => !(p as HTMLElement).hidden).map((p) => p.id));
 
 test('page: title, four tabs, the simulator loaded, no errors; a screenshot', async () => {
@@ -309,11 +319,9 @@ function cliWalk(gva: string, kind: 'r' | 'w' | 'x', user: boolean): { kind: str
 }
 
 test('walk view: the HPA or fault shown for the demo addresses is granule walk --json\'s; an Access fills the TLB', async () => {
-  const b = await openBrowser();
-  if (!b) return;
-  const { page, problems } = await openPage(b);
-  await page.goto(`${server.url}#walk`);
-  await page.waitForSelector('#panel-walk[data-state=ready]');
+  const opened = await openView('walk');
+  if (!opened) return;
+  const { page, problems } = opened;
   const cases: [string, 'r' | 'w' | 'x', boolean][] = [['0x401234', 'r', true], ['0x401234', 'w', true], ['0x406000', 'r', false], ['0x405000', 'w', false], ['0x600123', 'r', true], ['0x404008', 'w', true]];
   const kindName = { r: 'read', w: 'write', x: 'fetch' } as const;
   for (const [gva, kind, user] of cases) {
@@ -345,11 +353,9 @@ test('walk view: the HPA or fault shown for the demo addresses is granule walk -
 });
 
 test('practice view: a seeded problem, a wrong answer told so, the revealed answer checked right', async () => {
-  const b = await openBrowser();
-  if (!b) return;
-  const { page, problems } = await openPage(b);
-  await page.goto(`${server.url}#practice`);
-  await page.waitForSelector('#panel-practice[data-state=ready]');
+  const opened = await openView('practice');
+  if (!opened) return;
+  const { page, problems } = opened;
   await page.fill('[data-testid=practice-seed]', '42');
   await page.click('[data-testid=practice-seed-load]');
   await page.waitForSelector('[data-testid=practice-question][data-seed="42"]');
@@ -381,11 +387,9 @@ function cliCompare(trace: string, epochWrites: number) {
 }
 
 test('granularity view: the checkpoint bytes and faults shown as the control moves are granule compare --json\'s for the same trace', async () => {
-  const b = await openBrowser();
-  if (!b) return;
-  const { page, problems } = await openPage(b);
-  await page.goto(`${server.url}#granularity`);
-  await page.waitForSelector('#panel-granularity[data-state=ready]');
+  const opened = await openView('granularity');
+  if (!opened) return;
+  const { page, problems } = opened;
   const epochWrites = 5000;
   await page.fill('[data-testid=gran-epoch-writes]', String(epochWrites));
   await page.press('[data-testid=gran-epoch-writes]', 'Enter');
@@ -434,11 +438,9 @@ function noAllocTrace(): Buffer {
 }
 
 test('granularity view: a file that is not a trace, a cut one, an empty one, one without allocations and one too large get specific messages, and the page keeps working', async () => {
-  const b = await openBrowser();
-  if (!b) return;
-  const { page, problems } = await openPage(b);
-  await page.goto(`${server.url}#granularity`);
-  await page.waitForSelector('#panel-granularity[data-state=ready]');
+  const opened = await openView('granularity');
+  if (!opened) return;
+  const { page, problems } = opened;
   const kv = readFileSync(join(root, 'traces', 'kvstore-wasm.grt'));
   const cases: [string, Buffer, RegExp][] = [
     ['notes.txt', Buffer.from('hello, this is not a trace\n'), /notes\.txt.*bad magic: this is not a granule trace/],
@@ -471,11 +473,9 @@ test('granularity view: a file that is not a trace, a cut one, an empty one, one
 });
 
 test('alias planes view: regrouping a frame rewrites guest PTEs only (no EPT entry, no byte changes)', async () => {
-  const b = await openBrowser();
-  if (!b) return;
-  const { page, problems } = await openPage(b);
-  await page.goto(`${server.url}#planes`);
-  await page.waitForSelector('#panel-planes[data-state=ready]');
+  const opened = await openView('planes');
+  if (!opened) return;
+  const { page, problems } = opened;
   const unit = page.locator('[data-testid=planes-unit]');
   const options = await unit.locator('option').evaluateAll((os) => os.map((o) => (o as HTMLOptionElement).value));
   assert.ok(options.length >= 2, `unit choices: ${options.join(', ')}`);
