@@ -5,7 +5,7 @@
 // map compacted per epoch, and the map's geometry and legend.
 import { planJobs, rowOf, idealRow, baseFigures, MODE_LABEL, type Job } from '../src/monitor/sweep.ts';
 import { runMonitor, type MonitorResult } from '../src/monitor/engine.ts';
-import type { MonitorMode, DirtyUnit } from '../src/layout/space.ts';
+import { SpaceError, type MonitorMode, type DirtyUnit } from '../src/layout/space.ts';
 import type { CompareRow } from '../src/report/types.ts';
 import { traceInfoBytes } from '../src/trace/reader.ts';
 import { EV_ALLOC, EV_WRITE, EV_MODIFY } from '../src/trace/events.ts';
@@ -394,9 +394,13 @@ export interface SweepInput {
   base?: BaseFigures;
   /** the simulator module's bytes (the worker); default: build/sim.release.wasm */
   wasm?: BufferSource;
-  /** pool frames (default: the CLI's) */
+  /** pool frames to start with (default 8192, 32 MiB); a run that needs more is retried with 4 times as many */
   frames?: number;
 }
+
+/** The CLI's pool is 65536 frames (256 MiB of simulated memory per run); most traces need far fewer. */
+const FIRST_POOL = 8192;
+const MAX_POOL = 1 << 18;
 
 /**
  * Runs the queued jobs one by one as `granule compare` does and hands each row over as it is
@@ -411,26 +415,39 @@ export async function runSweep(input: SweepInput, hooks: SweepHooks): Promise<vo
   const epochs = expectedEpochs(facts.writes, input.epochWrites);
   let done = 0;
   let lastProgress = 0;
+  // A smaller pool than the CLI's keeps the browser's memory down; it changes no figure, only
+  // whether the run fits, and a run that does not is run again with a larger one.
+  let frames = input.frames ?? FIRST_POOL;
   for (let job = input.queue.take(); job; job = input.queue.take()) {
     const key = jobKey(job);
     const isPage = key === 'page/packed/4096';
     if (!base && !isPage) throw new Error(`the sweep must run page level first (it ran ${key} with no baseline): this is a bug in the explorer`);
-    const rec = new MapRecorder(job.mode === 'spp');
     const label = job.label;
-    let r: MonitorResult;
+    let r!: MonitorResult;
+    let map!: CompactMap;
     hooks.onProgress?.({ key, label, done, total, epoch: 0, epochs });
     try {
-      r = await runMonitor(trace, {
-        mode: job.mode, layout: job.layout, granularity: job.granularity, epochWrites: input.epochWrites, frames: input.frames, backend: 'sim', wasm: input.wasm,
-        onEpoch: (e, units, space) => {
-          rec.record(units, space);
-          const now = Date.now();
-          if (hooks.onProgress && now - lastProgress > 100) {
-            lastProgress = now;
-            hooks.onProgress({ key, label, done, total, epoch: e.index + 1, epochs });
-          }
-        },
-      });
+      for (;;) {
+        const rec = new MapRecorder(job.mode === 'spp');
+        try {
+          r = await runMonitor(trace, {
+            mode: job.mode, layout: job.layout, granularity: job.granularity, epochWrites: input.epochWrites, frames, backend: 'sim', wasm: input.wasm,
+            onEpoch: (e, units, space) => {
+              rec.record(units, space);
+              const now = Date.now();
+              if (hooks.onProgress && now - lastProgress > 100) {
+                lastProgress = now;
+                hooks.onProgress({ key, label, done, total, epoch: e.index + 1, epochs });
+              }
+            },
+          });
+          map = rec.finish(r.space);
+          break;
+        } catch (e) {
+          if (!(e instanceof SpaceError && /^out of frames/.test(e.message)) || frames >= MAX_POOL) throw e;
+          frames = Math.min(MAX_POOL, frames * 4);
+        }
+      }
     } catch (e) {
       const message = `${label}: ${(e as Error).message}`;
       if (isPage) throw new SweepError(message);
@@ -439,7 +456,6 @@ export async function runSweep(input: SweepInput, hooks: SweepHooks): Promise<vo
       await hooks.between?.();
       continue;
     }
-    const map = rec.finish(r.space);
     await r.space.close();
     if (isPage && !base) {
       base = baseFigures(r);

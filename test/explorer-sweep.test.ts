@@ -237,6 +237,19 @@ test('runSweep: rows equal compareTrace\'s for kvstore-wasm at two unit sizes, a
   assert.is(rows.size, cmp.rows.length - 1);
 });
 
+test('runSweep: a run that outgrows its pool is run again with a larger one, and gives the same rows', async () => {
+  const epochWrites = 20_000;
+  const cmp = await compareTrace({ name: 'kvstore-wasm.grt', bytes: kvBytes }, { modes: ['gpt-wp'], granularities: [64], epochWrites, spp: false });
+  const jobs = sweepJobs().filter((j) => j.rowMode === 'page' || (j.rowMode === 'gpt-wp' && j.granularity === 64));
+  const rows = new Map<string, CompareRow>();
+  // 4 frames hold no run of this trace: every job needs retries (4 -> 16 -> 64 -> ...).
+  await runSweep({ name: 'kvstore-wasm.grt', bytes: kvBytes, epochWrites, queue: new JobQueue(jobs), wasm, frames: 4 }, {
+    onRow: (key, row) => rows.set(key, row),
+    onJobError: (key, message) => assert.unreachable(`${key}: ${message}`),
+  });
+  for (const want of cmp.rows.filter((r) => r.mode !== 'ideal')) assert.equal(timeless(rows.get(jobKey(want))!), timeless(want), jobKey(want));
+});
+
 test('runSweep: a later sweep of the same trace reuses the page-level figures; a failing job is reported and the rest go on', async () => {
   const epochWrites = 20_000;
   const page = await runMonitor({ name: 'kv', bytes: kvBytes }, { mode: 'gpt-wp', layout: 'packed', granularity: 4096, epochWrites });
