@@ -32,8 +32,8 @@
 // Per mechanism, each round (rounds interleave the mechanisms; reported figures are medians over
 // --rounds, default 5, 3 with --quick): a fresh VM or region, a first-touch run, one unmeasured
 // epoch, then one measured epoch = arm (protect / clear everything) + run (the stream, faults
-// included) + harvest (the dirty set) + copy (the dirty pages' bytes: readFrame on KVM,
-// HostRegion.harvest(copyTo) for the baselines); the next epoch's arm is this one's re-arm. Between
+// included) + harvest (the dirty set) + copy (the dirty pages' bytes, packed into one preallocated
+// buffer: readFrameInto on KVM, HostRegion.harvest(copyTo)'s memcpy for the baselines); the next epoch's arm is this one's re-arm. Between
 // run and harvest the stream runs once more with every page already dirty ("warm"): per first
 // write = (run - warm) / dirty pages. Then the simulator's counts for the same stream (guest #PF,
 // EPT violations, PML-full exits, walks) are priced with a stated VT-x cost model.
@@ -48,7 +48,7 @@ import { kvmUnavailable } from '../src/backend.ts';
 import { KvmMmu, describeKvmHost, kvmPlaneGpa, GG, type PlaneTracking } from '../src/hw/kvm-mmu.ts';
 import { SimMmu } from '../src/sim-mmu.ts';
 import type { Handlers, Counters } from '../src/mmu.ts';
-import { HostRegion, probeBaselines, HostBatch, type BaselineMode } from '../src/hw/baselines.ts';
+import { HostRegion, probeBaselines, HostBatch, BASELINE_MODES, FAULTING_MODES, type BaselineMode } from '../src/hw/baselines.ts';
 import { machineInfo, median } from './machine.ts';
 
 const t00 = performance.now();
@@ -214,7 +214,7 @@ const kvmSpecs: KvmSpec[] = [
 
 const RING_ENTRIES = Math.min(1 << 16, 2 ** Math.ceil(Math.log2(FRAMES + 1024)));
 notes.add(`KVM dirty ring (PML): a ${RING_ENTRIES}-entry ring, which holds the epoch, so no ring-full exits are in these figures (test/hw-kvm-mmu.test.ts covers them)`);
-async function kvmSample(s: KvmSpec): Promise<Sample> {
+async function kvmSample(s: KvmSpec, copyTo: Uint8Array): Promise<Sample> {
   // The ring holds the whole epoch: a ring-full drain mid-run resets (re-arms) the pages logged so
   // far, so the warm run would fault again and the subtraction would undercount.
   const ring = s.tracking === 'dirty-ring' ? { dirtyRingEntries: RING_ENTRIES } : {};
@@ -246,9 +246,8 @@ async function kvmSample(s: KvmSpec): Promise<Sample> {
       const frames = s.harvest(mmu);
       const harvestNs = since(t);
       t = now();
-      const copies = frames.map((f) => mmu.readFrame(f, 0, PAGE));
+      for (let i = 0; i < frames.length; i++) mmu.readFrameInto(frames[i]!, 0, PAGE, copyTo, i * PAGE);
       const copyNs = since(t);
-      if (copies.length !== frames.length) throw new Error('copy');
       const c2 = mmu.counters();
       if (epoch === 1) {
         checkSet(s.name, frames);
@@ -283,7 +282,7 @@ function hostSample(mode: BaselineMode, batch: HostBatch, copyTo: Uint8Array): S
       const wall = since(t);
       if (epoch === 1) {
         checkSet(`host ${mode}`, h.pages);
-        const faults = mode === 'mprotect' || mode === 'uffd-wp' ? run.faults : h.pages.length;
+        const faults = FAULTING_MODES.includes(mode) ? run.faults : h.pages.length;
         out = { pages: h.pages.length, faults, armNs, runNs: run.ns, warmNs: warm.ns, harvestNs: wall - h.copyNs, copyNs: h.copyNs };
       }
     }
@@ -296,7 +295,7 @@ function hostSample(mode: BaselineMode, batch: HostBatch, copyTo: Uint8Array): S
 const kvmWhy = kvmUnavailable();
 if (kvmWhy) notes.add(`KVM rows skipped: ${kvmWhy.split('\n')[0]}`);
 const probe = probeBaselines();
-const hostModes = (['mprotect', 'uffd-wp', 'uffd-wp-async', 'soft-dirty'] as BaselineMode[]).filter((m) => {
+const hostModes = BASELINE_MODES.filter((m) => {
   if (!probe[m].available) notes.add(`host ${m}: unavailable here: ${probe[m].why}`);
   return probe[m].available;
 });
@@ -310,7 +309,7 @@ for (let round = 0; round < ROUNDS; round++) {
       const m = mech(s.name, 'kvm');
       if (m.skipped) continue;
       try {
-        m.samples.push(await kvmSample(s));
+        m.samples.push(await kvmSample(s, copyTo));
       } catch (e) {
         const msg = (e as Error).message.split('\n')[0]!;
         m.skipped = msg;

@@ -33,7 +33,7 @@ import { FrameAllocator, EptBuilder, GuestPtBuilder, addrMaskFor, PAGE_4K } from
 import { ACC_READ, ACC_WRITE, ACC_USER, ACC_VALUE, REC_SIZE, INVVPID_ALL } from '../src/consts.ts';
 import type { Counters } from '../src/counters.ts';
 import { machineInfo, median } from './machine.ts';
-import { rng } from '../test/support/rng.ts';
+import { Rng } from '../src/rng.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const argv = process.argv.slice(2);
@@ -174,9 +174,9 @@ async function makeSim(batchCapacity: number) {
   return { sim, tables, map: (gva: bigint, i: number) => gpt.map(gva, frame(i)), go: () => sim.setCpu({ cr3: gpt.cr3, eptp: ept.eptp(EPT_AD), vpid: 1 }) };
 }
 
-const rand = rng(0x6a0f5);
-const kind = () => (rand() < WRITE_FRACTION ? ACC_WRITE : ACC_READ) | ACC_USER;
-const offset = () => BigInt(Math.floor(rand() * 512) * 8);
+const rand = new Rng(0x6a0f5);
+const kind = () => (rand.float() < WRITE_FRACTION ? ACC_WRITE : ACC_READ) | ACC_USER;
+const offset = () => BigInt(Math.floor(rand.float() * 512) * 8);
 function writer(sim: Sim) {
   const w = new BatchWriter(sim);
   return { w, push: (gva: bigint, acc: number) => { if (!w.push(gva, acc, 8)) throw new Error('batch full'); } };
@@ -187,7 +187,7 @@ const walk = await makeSim(BATCH_RECORDS);
 for (let i = 0; i < WALK_PAGES; i++) walk.map(WALK_BASE + (BigInt(i) << 12n), i);
 walk.go();
 const walkW = writer(walk.sim);
-for (let i = 0; i < BATCH_RECORDS; i++) walkW.push(WALK_BASE + (BigInt(Math.floor(rand() * WALK_PAGES)) << 12n) + offset(), kind());
+for (let i = 0; i < BATCH_RECORDS; i++) walkW.push(WALK_BASE + (BigInt(Math.floor(rand.float() * WALK_PAGES)) << 12n) + offset(), kind());
 
 // TLB-hit simulator: hot page p in set (base + p); TLB_WAYS - 1 filler pages in each of those sets.
 // A warm-up makes exactly TLB_WAYS fills per set (the FIFO pointer ends where it started), so the
@@ -212,7 +212,7 @@ const warm = (wayOf: (p: number) => number) => {
 };
 warm((p) => p);
 warm(() => 0);
-const hot = () => hotPage(Math.floor(rand() * HOT_PAGES)) + offset();
+const hot = () => hotPage(Math.floor(rand.float() * HOT_PAGES)) + offset();
 for (let i = 0; i < BATCH_RECORDS + N_STREAM; i++) hitW.push(hot(), kind());
 if (hitW.w.count !== HIT_CAPACITY) throw new Error(`wrote ${hitW.w.count} records, expected ${HIT_CAPACITY}`);
 

@@ -7,7 +7,7 @@
 //              parse    importLackey into a sink that keeps nothing: parsing alone
 //              import   importLackey into a TraceWriter (deflate) in a temp dir: `granule import lackey`
 //   replay   a granule trace:
-//              decode   TraceReader.blocks(), touching every event: the floor for any replay
+//              decode   TraceReader.blocks({ reuse: true }), touching every event: the floor for any replay
 //              replay   replayFile with the default granularities: `granule replay`
 //
 //   npm run bench                          (all benchmarks)
@@ -69,7 +69,7 @@ function plainDecode(): number {
   let n = 0;
   let sum = 0;
   try {
-    for (const b of r.blocks()) {
+    for (const b of r.blocks({ reuse: true })) { // as replayFile reads
       for (let i = 0; i < b.count; i++) sum += b.addr[i]! + b.size[i]! + b.kind[i]!;
       n += b.count;
     }
@@ -144,6 +144,6 @@ if (json) {
   log(`    import importLackey -> granule trace    ${M(med.import!)}     ${rat.importToPlain!.toFixed(3)}`);
   log();
   log(`  granule trace, ${info.events.toLocaleString('en-US')} events         M events/s  vs decode`);
-  log(`    decode TraceReader.blocks()             ${M(med.decode!)}     1`);
+  log(`    decode TraceReader.blocks({reuse})      ${M(med.decode!)}     1`);
   log(`    replay through the simulator            ${M(med.replay!)}     ${rat.replayToDecode!.toFixed(3)}`);
 }

@@ -24,13 +24,13 @@
 //                          epoch slider, gran-map-readout the cell under the cursor, gran-map-legend
 //   gran-matrix            the table of every configuration (cells are buttons that select it)
 import './granularity.css';
-import { el } from './dom.ts';
+import { h, describe, errorLine, fetchOk } from './dom.ts';
 import { Chart, LineController, LineElement, PointElement, LinearScale, CategoryScale, Legend, Tooltip } from 'chart.js';
 import type { ExplorerContext, Mount, TraceEntry } from './context.ts';
 import {
   GRANULARITIES, SPREAD_MODES, VIEW_MODES, DEFAULT_EPOCH_WRITES, MAX_FILE_BYTES, sweepJobs, jobKey, jobForSelection, orderJobs,
   hasGranularity, RowCache, sessionKey, partBase, dirtyCounts, epochMask, epochMapBytes, mapGeometry, partRect, hitTest, countBins, binOf,
-  fileProblem, parseEpochWrites, progressText, describeSelection, MAX_PARTS,
+  fileProblem, parseEpochWrites, progressText, describeSelection, MAX_PARTS, PAGE_KEY,
   type Selection, type ViewMode, type CompactMap, type RowEntry, type FailedEntry, type FromWorker, type ToWorker, type TraceFacts,
   type BaseFigures, type MapGeometry,
 } from './sweep-model.ts';
@@ -41,13 +41,11 @@ import { TraceReader } from '../src/trace/reader.ts';
 
 Chart.register(LineController, LineElement, PointElement, LinearScale, CategoryScale, Legend, Tooltip);
 
-const PAGE_KEY = 'page/packed/4096';
 const ALL_JOBS = sweepJobs();
 
 // ---------------------------------------------------------------------------------------------
 // Small DOM helpers
 
-const describe = (e: unknown) => (e instanceof Error ? e.message || e.name : String(e));
 const cssVar = (from: Element, name: string, fallback: string) => getComputedStyle(from).getPropertyValue(name).trim() || fallback;
 
 // ---------------------------------------------------------------------------------------------
@@ -108,56 +106,56 @@ export const mountGranularity: Mount = (root: HTMLElement, ctx: ExplorerContext)
 
   // ---- the page ------------------------------------------------------------------------------
 
-  const intro = el('p', { class: 'gran-intro' },
+  const intro = h('p', { class: 'gran-intro' },
     'How finely can a monitor watch writes, and what does it cost? Pick a trace and a mechanism, then move the unit size: ',
-    'the same trace is replayed here, in your browser, under every mechanism and unit size, exactly as ', el('code', { text: 'granule compare' }), ' does.');
+    'the same trace is replayed here, in your browser, under every mechanism and unit size, exactly as ', h('code', { text: 'granule compare' }), ' does.');
 
-  const traceSelect = el('select', { 'data-testid': 'gran-trace', id: 'gran-trace' });
-  const fileInput = el('input', { type: 'file', 'data-testid': 'gran-file', id: 'gran-file', accept: '.grt,application/octet-stream' });
-  const traceInfo = el('p', { class: 'gran-trace-info', id: 'gran-trace-info' });
-  const errorBox = el('p', { class: 'gran-error', role: 'alert', 'data-testid': 'gran-error', hidden: true });
+  const traceSelect = h('select', { 'data-testid': 'gran-trace', id: 'gran-trace' });
+  const fileInput = h('input', { type: 'file', 'data-testid': 'gran-file', id: 'gran-file', accept: '.grt,application/octet-stream' });
+  const traceInfo = h('p', { class: 'gran-trace-info', id: 'gran-trace-info' });
+  const errorBox = h('p', { class: 'gran-error', role: 'alert', 'data-testid': 'gran-error', hidden: true });
 
-  const modeSelect = el('select', { 'data-testid': 'gran-mode', id: 'gran-mode', 'aria-describedby': 'gran-mode-help' });
-  for (const m of VIEW_MODES) modeSelect.append(el('option', { value: m.value, text: m.label }));
-  const modeHelp = el('p', { class: 'gran-help', id: 'gran-mode-help' });
+  const modeSelect = h('select', { 'data-testid': 'gran-mode', id: 'gran-mode', 'aria-describedby': 'gran-mode-help' });
+  for (const m of VIEW_MODES) modeSelect.append(h('option', { value: m.value, text: m.label }));
+  const modeHelp = h('p', { class: 'gran-help', id: 'gran-mode-help' });
 
-  const slider = el('input', {
+  const slider = h('input', {
     type: 'range', min: 0, max: GRANULARITIES.length - 1, step: 1, 'data-testid': 'gran-slider', id: 'gran-slider',
     'aria-describedby': 'gran-slider-help',
   });
-  const sliderOut = el('output', { for: 'gran-slider', class: 'gran-unit-value', id: 'gran-unit-value' });
-  const ticks = el('div', { class: 'gran-ticks', 'aria-hidden': 'true' }, ...GRANULARITIES.map((g) => el('span', { text: String(g) })));
-  const adaptive = el('input', { type: 'checkbox', 'data-testid': 'gran-adaptive', id: 'gran-adaptive' });
-  const sliderHelp = el('p', { class: 'gran-help', id: 'gran-slider-help' });
+  const sliderOut = h('output', { for: 'gran-slider', class: 'gran-unit-value', id: 'gran-unit-value' });
+  const ticks = h('div', { class: 'gran-ticks', 'aria-hidden': 'true' }, ...GRANULARITIES.map((g) => h('span', { text: String(g) })));
+  const adaptive = h('input', { type: 'checkbox', 'data-testid': 'gran-adaptive', id: 'gran-adaptive' });
+  const sliderHelp = h('p', { class: 'gran-help', id: 'gran-slider-help' });
 
-  const epochInput = el('input', {
+  const epochInput = h('input', {
     type: 'number', min: 1, step: 1, value: DEFAULT_EPOCH_WRITES, 'data-testid': 'gran-epoch-writes', id: 'gran-epoch-writes', inputmode: 'numeric',
     'aria-describedby': 'gran-epoch-help',
   });
-  const epochHelp = el('p', { class: 'gran-help', id: 'gran-epoch-help', text: 'An epoch ends after this many write events; its dirty units go to the checkpoint.' });
+  const epochHelp = h('p', { class: 'gran-help', id: 'gran-epoch-help', text: 'An epoch ends after this many write events; its dirty units go to the checkpoint.' });
 
-  const status = el('p', { class: 'gran-status', role: 'status', 'data-testid': 'gran-status', 'data-state': 'idle', 'aria-live': 'polite' });
-  const progress = el('progress', { class: 'gran-progress', max: ALL_JOBS.length, value: 0, 'aria-label': 'sweep progress' });
+  const status = h('p', { class: 'gran-status', role: 'status', 'data-testid': 'gran-status', 'data-state': 'idle', 'aria-live': 'polite' });
+  const progress = h('progress', { class: 'gran-progress', max: ALL_JOBS.length, value: 0, 'aria-label': 'sweep progress' });
 
-  const controls = el('div', { class: 'gran-controls' },
-    el('fieldset', { class: 'gran-trace' }, el('legend', { text: 'Trace' }),
-      el('label', { for: 'gran-trace', text: 'Bundled trace' }), traceSelect,
-      el('label', { for: 'gran-file', text: `or a trace file of your own (.grt, up to ${fmtBytes(MAX_FILE_BYTES)}; read here, not uploaded)` }), fileInput,
+  const controls = h('div', { class: 'gran-controls' },
+    h('fieldset', { class: 'gran-trace' }, h('legend', { text: 'Trace' }),
+      h('label', { for: 'gran-trace', text: 'Bundled trace' }), traceSelect,
+      h('label', { for: 'gran-file', text: `or a trace file of your own (.grt, up to ${fmtBytes(MAX_FILE_BYTES)}; read here, not uploaded)` }), fileInput,
       traceInfo, errorBox),
-    el('fieldset', { class: 'gran-config' }, el('legend', { text: 'Configuration' }),
-      el('label', { for: 'gran-mode', text: 'Mechanism' }), modeSelect, modeHelp,
-      el('div', { class: 'gran-unit' },
-        el('label', { for: 'gran-slider', text: 'Unit size' }), sliderOut,
-        el('div', { class: 'gran-slider-wrap' }, slider, ticks),
-        el('label', { class: 'gran-check' }, adaptive, ' adaptive (split and merge per frame, epoch by epoch)')),
+    h('fieldset', { class: 'gran-config' }, h('legend', { text: 'Configuration' }),
+      h('label', { for: 'gran-mode', text: 'Mechanism' }), modeSelect, modeHelp,
+      h('div', { class: 'gran-unit' },
+        h('label', { for: 'gran-slider', text: 'Unit size' }), sliderOut,
+        h('div', { class: 'gran-slider-wrap' }, slider, ticks),
+        h('label', { class: 'gran-check' }, adaptive, ' adaptive (split and merge per frame, epoch by epoch)')),
       sliderHelp,
-      el('label', { for: 'gran-epoch-writes', text: 'Epoch length (writes)' }), epochInput, epochHelp));
+      h('label', { for: 'gran-epoch-writes', text: 'Epoch length (writes)' }), epochInput, epochHelp));
 
   // Figures of the selected configuration
   const figure = (id: string, label: string) => {
-    const value = el('dd', { 'data-testid': id, class: 'gran-value' });
-    const note = el('span', { class: 'gran-note' });
-    return { dt: el('dt', { text: label }), value, note };
+    const value = h('dd', { 'data-testid': id, class: 'gran-value' });
+    const note = h('span', { class: 'gran-note' });
+    return { dt: h('dt', { text: label }), value, note };
   };
   const F = {
     bytes: figure('gran-checkpoint-bytes', 'Checkpoint bytes'),
@@ -169,84 +167,80 @@ export const mountGranularity: Mount = (root: HTMLElement, ctx: ExplorerContext)
     table: figure('gran-table-bytes', 'Page-table memory'),
     units: figure('gran-dirty-units', 'Dirty units'),
   };
-  const figuresTitle = el('h3', { class: 'gran-config-title' });
-  const figures = el('dl', { class: 'gran-figures' });
-  for (const f of Object.values(F)) figures.append(el('div', { class: 'gran-figure' }, f.dt, f.value, el('dd', { class: 'gran-sub' }, f.note)));
+  const figuresTitle = h('h3', { class: 'gran-config-title' });
+  const figures = h('dl', { class: 'gran-figures' });
+  for (const f of Object.values(F)) figures.append(h('div', { class: 'gran-figure' }, f.dt, f.value, h('dd', { class: 'gran-sub' }, f.note)));
 
-  const chartCanvas = el('canvas', { 'data-testid': 'gran-chart', role: 'img', 'aria-label': 'Checkpoint bytes per epoch' });
-  const chartCaption = el('figcaption', {});
-  const chartFig = el('figure', { class: 'gran-chart' }, el('div', { class: 'gran-chart-box' }, chartCanvas), chartCaption);
+  const chartCanvas = h('canvas', { 'data-testid': 'gran-chart', role: 'img', 'aria-label': 'Checkpoint bytes per epoch' });
+  const chartCaption = h('figcaption', {});
+  const chartFig = h('figure', { class: 'gran-chart' }, h('div', { class: 'gran-chart-box' }, chartCanvas), chartCaption);
 
   // The map
-  const mapCount = el('input', { type: 'radio', name: 'gran-map-mode', value: 'count', id: 'gran-map-count', checked: true });
-  const mapOne = el('input', { type: 'radio', name: 'gran-map-mode', value: 'epoch', id: 'gran-map-one' });
-  const mapSlider = el('input', { type: 'range', min: 0, max: 1, step: 1, value: 1, 'data-testid': 'gran-map-epoch', id: 'gran-map-epoch' });
-  const mapSliderOut = el('output', { for: 'gran-map-epoch' });
-  const mapCanvas = el('canvas', {
+  const mapCount = h('input', { type: 'radio', name: 'gran-map-mode', value: 'count', id: 'gran-map-count', checked: true });
+  const mapOne = h('input', { type: 'radio', name: 'gran-map-mode', value: 'epoch', id: 'gran-map-one' });
+  const mapSlider = h('input', { type: 'range', min: 0, max: 1, step: 1, value: 1, 'data-testid': 'gran-map-epoch', id: 'gran-map-epoch' });
+  const mapSliderOut = h('output', { for: 'gran-map-epoch' });
+  const mapCanvas = h('canvas', {
     'data-testid': 'gran-map', tabindex: 0, role: 'img', class: 'gran-map-canvas',
     'aria-label': 'Map of frames and slots coloured by dirtiness; use the arrow keys to read cells', 'aria-describedby': 'gran-map-readout',
   });
-  const mapTip = el('div', { class: 'gran-tip', hidden: true, 'aria-hidden': 'true' });
-  const mapBox = el('div', { class: 'gran-map-box' }, mapCanvas, mapTip);
-  const mapReadout = el('p', { class: 'gran-readout', id: 'gran-map-readout', 'data-testid': 'gran-map-readout', 'aria-live': 'polite' });
-  const mapLegend = el('ul', { class: 'gran-legend', 'data-testid': 'gran-map-legend' });
-  const mapSummary = el('p', { class: 'gran-map-summary' });
-  const mapFig = el('figure', { class: 'gran-map' },
-    el('div', { class: 'gran-map-controls', role: 'radiogroup', 'aria-labelledby': 'gran-map-by' },
-      el('span', { id: 'gran-map-by', text: 'Colour by:' }),
-      el('label', {}, mapCount, ' epochs that dirtied it'),
-      el('label', {}, mapOne, ' one epoch:'),
+  const mapTip = h('div', { class: 'gran-tip', hidden: true, 'aria-hidden': 'true' });
+  const mapBox = h('div', { class: 'gran-map-box' }, mapCanvas, mapTip);
+  const mapReadout = h('p', { class: 'gran-readout', id: 'gran-map-readout', 'data-testid': 'gran-map-readout', 'aria-live': 'polite' });
+  const mapLegend = h('ul', { class: 'gran-legend', 'data-testid': 'gran-map-legend' });
+  const mapSummary = h('p', { class: 'gran-map-summary' });
+  const mapFig = h('figure', { class: 'gran-map' },
+    h('div', { class: 'gran-map-controls', role: 'radiogroup', 'aria-labelledby': 'gran-map-by' },
+      h('span', { id: 'gran-map-by', text: 'Colour by:' }),
+      h('label', {}, mapCount, ' epochs that dirtied it'),
+      h('label', {}, mapOne, ' one epoch:'),
       mapSlider, mapSliderOut),
     mapBox, mapReadout, mapLegend, mapSummary);
 
-  const matrix = el('table', { class: 'gran-matrix', 'data-testid': 'gran-matrix' });
+  const matrix = h('table', { class: 'gran-matrix', 'data-testid': 'gran-matrix' });
   const matrixCells = new Map<string, HTMLButtonElement>();
 
-  const results = el('div', { class: 'gran-results' },
-    el('section', { class: 'gran-summary', 'aria-labelledby': 'gran-summary-h' }, el('h3', { id: 'gran-summary-h', class: 'visually-hidden', text: 'Results' }), figuresTitle, figures),
-    el('section', { 'aria-labelledby': 'gran-chart-h' }, el('h3', { id: 'gran-chart-h', text: 'Checkpoint bytes per epoch' }), chartFig),
-    el('section', { 'aria-labelledby': 'gran-map-h' }, el('h3', { id: 'gran-map-h', text: 'What the checkpoint copies: frames and slots' }), mapFig),
-    el('section', { 'aria-labelledby': 'gran-matrix-h' }, el('h3', { id: 'gran-matrix-h', text: 'Every configuration' }),
-      el('p', { class: 'gran-help', text: 'Checkpoint bytes after the base image, and the ratio to page level. Pick a cell to show it above.' }),
-      el('div', { class: 'gran-matrix-wrap' }, matrix)));
+  const results = h('div', { class: 'gran-results' },
+    h('section', { class: 'gran-summary', 'aria-labelledby': 'gran-summary-h' }, h('h3', { id: 'gran-summary-h', class: 'visually-hidden', text: 'Results' }), figuresTitle, figures),
+    h('section', { 'aria-labelledby': 'gran-chart-h' }, h('h3', { id: 'gran-chart-h', text: 'Checkpoint bytes per epoch' }), chartFig),
+    h('section', { 'aria-labelledby': 'gran-map-h' }, h('h3', { id: 'gran-map-h', text: 'What the checkpoint copies: frames and slots' }), mapFig),
+    h('section', { 'aria-labelledby': 'gran-matrix-h' }, h('h3', { id: 'gran-matrix-h', text: 'Every configuration' }),
+      h('p', { class: 'gran-help', text: 'Checkpoint bytes after the base image, and the ratio to page level. Pick a cell to show it above.' }),
+      h('div', { class: 'gran-matrix-wrap' }, matrix)));
 
-  root.append(intro, controls, el('div', { class: 'gran-statusbar' }, status, progress), results);
+  root.append(intro, controls, h('div', { class: 'gran-statusbar' }, status, progress), results);
 
   // ---- messages ------------------------------------------------------------------------------
 
   /** A trace or an input that cannot be used: said inline and in the page's error area. */
-  function fail(message: string) {
-    errorBox.textContent = message;
-    errorBox.hidden = false;
-    ctx.report(message);
-  }
+  const fail = errorLine(errorBox, ctx.report);
   const clearError = () => { errorBox.hidden = true; errorBox.textContent = ''; };
 
   // ---- the matrix ----------------------------------------------------------------------------
 
   function buildMatrix() {
-    const head = el('tr', {}, el('th', { scope: 'col', text: 'Mechanism' }), ...GRANULARITIES.map((g) => el('th', { scope: 'col', text: `${g} B` })), el('th', { scope: 'col', text: 'adaptive' }));
-    const body = el('tbody');
+    const head = h('tr', {}, h('th', { scope: 'col', text: 'Mechanism' }), ...GRANULARITIES.map((g) => h('th', { scope: 'col', text: `${g} B` })), h('th', { scope: 'col', text: 'adaptive' }));
+    const body = h('tbody');
     const cell = (key: string, s: Selection, label: string) => {
-      const b = el('button', { type: 'button', class: 'gran-cell', 'data-config': key, 'aria-label': label });
+      const b = h('button', { type: 'button', class: 'gran-cell', 'data-config': key, 'aria-label': label });
       // page level and SPP have a fixed unit: the slider keeps its place for the other mechanisms
       b.addEventListener('click', () => select(hasGranularity(s.mode) ? s : { mode: s.mode, granularity: sel.granularity }));
       matrixCells.set(key, b);
       return b;
     };
-    body.append(el('tr', {}, el('th', { scope: 'row', text: 'Page level (packed)' }),
-      el('td', { colspan: GRANULARITIES.length + 1 }, cell(PAGE_KEY, { mode: 'page', granularity: 4096 }, 'page level, 4096 B, packed layout'))));
-    body.append(el('tr', {}, el('th', { scope: 'row', text: 'SPP 128 B (packed)' }),
-      el('td', { colspan: GRANULARITIES.length + 1 }, cell('spp/packed/128', { mode: 'spp', granularity: 128 }, 'SPP, 128 B sub-pages, packed layout'))));
+    body.append(h('tr', {}, h('th', { scope: 'row', text: 'Page level (packed)' }),
+      h('td', { colspan: GRANULARITIES.length + 1 }, cell(PAGE_KEY, { mode: 'page', granularity: 4096 }, 'page level, 4096 B, packed layout'))));
+    body.append(h('tr', {}, h('th', { scope: 'row', text: 'SPP 128 B (packed)' }),
+      h('td', { colspan: GRANULARITIES.length + 1 }, cell('spp/packed/128', { mode: 'spp', granularity: 128 }, 'SPP, 128 B sub-pages, packed layout'))));
     for (const m of SPREAD_MODES) {
-      const tr = el('tr', {}, el('th', { scope: 'row', text: `${MODE_LABEL[m]} (spread)` }));
+      const tr = h('tr', {}, h('th', { scope: 'row', text: `${MODE_LABEL[m]} (spread)` }));
       for (const g of [...GRANULARITIES, 'adaptive' as const]) {
         const s: Selection = { mode: m, granularity: g };
-        tr.append(el('td', {}, cell(jobKey(jobForSelection(s)), s, `${MODE_LABEL[m]}, ${g === 'adaptive' ? 'adaptive' : `${g} B`}`)));
+        tr.append(h('td', {}, cell(jobKey(jobForSelection(s)), s, `${MODE_LABEL[m]}, ${g === 'adaptive' ? 'adaptive' : `${g} B`}`)));
       }
       body.append(tr);
     }
-    matrix.append(el('thead', {}, head), body);
+    matrix.append(h('thead', {}, head), body);
   }
 
   function updateMatrixCell(key: string) {
@@ -256,10 +250,10 @@ export const mountGranularity: Mount = (root: HTMLElement, ctx: ExplorerContext)
     b.replaceChildren();
     b.classList.toggle('failed', !!e && 'error' in e);
     b.classList.toggle('pending', !e);
-    if (!e) b.append(el('span', { class: 'gran-cell-wait', text: '…' }));
-    else if ('error' in e) { b.append(el('span', { text: 'failed' })); b.title = e.error; }
+    if (!e) b.append(h('span', { class: 'gran-cell-wait', text: '…' }));
+    else if ('error' in e) { b.append(h('span', { text: 'failed' })); b.title = e.error; }
     else {
-      b.append(el('span', { class: 'gran-cell-bytes', text: fmtBytes(e.row.checkpointBytes) }), el('span', { class: 'gran-cell-ratio', text: `${fmtRatio(e.row.overPage)}×` }));
+      b.append(h('span', { class: 'gran-cell-bytes', text: fmtBytes(e.row.checkpointBytes) }), h('span', { class: 'gran-cell-ratio', text: `${fmtRatio(e.row.overPage)}×` }));
       b.title = `${e.row.label}: ${fmtInt(e.row.checkpointBytes)} bytes, ${fmtRatio(e.row.overPage)} × page level, ${fmtRatio(e.row.overIdeal)} × the ideal`;
     }
     b.setAttribute('aria-pressed', String(key === jobKey(jobForSelection(sel))));
@@ -339,11 +333,11 @@ export const mountGranularity: Mount = (root: HTMLElement, ctx: ExplorerContext)
 
   // ---- traces and sweeps ---------------------------------------------------------------------
 
-  const filesGroup = el('optgroup', { label: 'Your files' });
+  const filesGroup = h('optgroup', { label: 'Your files' });
   function fillTraces() {
-    if (!ctx.traces.length) traceSelect.append(el('option', { value: '', disabled: true, text: 'no bundled traces: load a file' }));
+    if (!ctx.traces.length) traceSelect.append(h('option', { value: '', disabled: true, text: 'no bundled traces: load a file' }));
     for (const t of ctx.traces) {
-      traceSelect.append(el('option', { value: t.name, text: `${t.name} (${fmtBytes(t.bytes)}, ${fmtInt(t.events)} events)` }));
+      traceSelect.append(h('option', { value: t.name, text: `${t.name} (${fmtBytes(t.bytes)}, ${fmtInt(t.events)} events)` }));
     }
   }
 
@@ -360,17 +354,7 @@ export const mountGranularity: Mount = (root: HTMLElement, ctx: ExplorerContext)
     const t = c.entry!;
     let p = bundled.get(t.name);
     if (!p) {
-      p = (async () => {
-        const url = new URL(t.file, ctx.base);
-        let r: Response;
-        try {
-          r = await fetch(url);
-        } catch (e) {
-          throw new Error(`the trace ${t.name} (${url.pathname}) could not be fetched: ${describe(e)}`);
-        }
-        if (!r.ok) throw new Error(`the trace ${t.name} (${url.pathname}) did not load: HTTP ${r.status} ${r.statusText}`.trimEnd());
-        return new Uint8Array(await r.arrayBuffer());
-      })();
+      p = fetchOk(new URL(t.file, ctx.base), `the trace ${t.name}`).then(async (r) => new Uint8Array(await r.arrayBuffer()));
       bundled.set(t.name, p);
       p.catch(() => bundled.delete(t.name));
     }
@@ -545,7 +529,7 @@ export const mountGranularity: Mount = (root: HTMLElement, ctx: ExplorerContext)
     current = session;
     const c = session.choice;
     if (!c.entry && !filesGroup.querySelector(`option[value="${CSS.escape(c.id)}"]`)) {
-      filesGroup.append(el('option', { value: c.id, text: `${c.name} (your file)` }));
+      filesGroup.append(h('option', { value: c.id, text: `${c.name} (your file)` }));
       if (!filesGroup.parentElement) traceSelect.append(filesGroup);
     }
     traceSelect.value = c.id;
@@ -841,9 +825,9 @@ export const mountGranularity: Mount = (root: HTMLElement, ctx: ExplorerContext)
     // legend: swatches with their numbers, so colour is not the only cue
     mapLegend.replaceChildren();
     const swatch = (cls: string, color: string | null, text: string) => {
-      const s = el('span', { class: `gran-swatch ${cls}`, 'aria-hidden': 'true' });
+      const s = h('span', { class: `gran-swatch ${cls}`, 'aria-hidden': 'true' });
       if (color) s.style.background = color;
-      return el('li', {}, s, text);
+      return h('li', {}, s, text);
     };
     if (mask) {
       mapLegend.append(swatch('hollow', null, 'clean in this epoch (hollow)'), swatch('', hot, `dirty in epoch ${mapEpoch}: copied to the checkpoint (filled)`));

@@ -8,6 +8,7 @@
 import './base.css';
 import type { ExplorerContext, TraceEntry } from './context.ts';
 import { VIEWS, type View } from './views.ts';
+import { describe, fetchOk } from './dom.ts';
 
 const byId = <T extends HTMLElement>(id: string): T | null => document.getElementById(id) as T | null;
 
@@ -40,8 +41,6 @@ function errorArea() {
 }
 
 const report = errorArea();
-
-const describe = (e: unknown) => (e instanceof Error ? e.message || e.name : String(e));
 
 // Whatever escapes a view (an event handler, a promise nobody awaited) still reaches the page.
 window.addEventListener('error', (ev) => {
@@ -164,18 +163,6 @@ function mountWhenReady(t: Tab) {
       panelMessage(panel, `This view could not start (${describe(e)}). The other tabs still work.`);
     })
     .finally(() => panel.removeAttribute('aria-busy'));
-}
-
-async function fetchOk(url: URL, what: string): Promise<Response> {
-  let r: Response;
-  try {
-    r = await fetch(url);
-  } catch (e) {
-    const hint = location.protocol === 'file:' ? ' The page must be served over HTTP: run `granule explore`.' : '';
-    throw new Error(`${what} (${url.pathname}) could not be fetched: ${describe(e)}.${hint}`);
-  }
-  if (!r.ok) throw new Error(`${what} (${url.pathname}) did not load: HTTP ${r.status} ${r.statusText}`.trimEnd());
-  return r;
 }
 
 function checkTraces(data: unknown): TraceEntry[] {

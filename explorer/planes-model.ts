@@ -5,10 +5,8 @@
 // their EPT entries (all onto the one host frame), and the frame's bytes. setUnit regroups the
 // frame between epochs (MonitoredSpace.setGranularity) and the diff of two snapshots shows what
 // changed: guest PTEs, never the EPT or the bytes.
-import {
-  PTE_P, PTE_RW, PTE_US, PTE_PWT, PTE_PCD, PTE_A, PTE_D, PTE_G, PTE_SW_WP, PTE_SW_GROUP, PTE_SW_GROUP_SHIFT, PTE_XD, PTE_ADDR,
-  EPT_R, EPT_W, EPT_X, EPT_MT, EPT_MT_SHIFT, EPT_IPAT, EPT_A, EPT_D, EPT_SW_WP, EPT_SPP, EPT_ADDR, ACC_WRITE, ACC_USER,
-} from '../src/consts.ts';
+import { PTE_ADDR, EPT_ADDR, ACC_WRITE, ACC_USER } from '../src/consts.ts';
+import { hex } from '../src/walkfmt.ts';
 import { MonitoredSpace } from '../src/layout/space.ts';
 import { SpreadAllocator } from '../src/alloc/spread.ts';
 import { PAGE, type MapRequest, type Placement } from '../src/alloc/classes.ts';
@@ -23,44 +21,6 @@ export function unitsFor(cls: number): number[] {
   const out: number[] = [];
   for (let u = cls; u <= PAGE; u *= 2) out.push(u);
   return out;
-}
-
-export const hex = (v: bigint | number) => '0x' + v.toString(16);
-export const hex16 = (v: bigint) => '0x' + BigInt.asUintN(64, v).toString(16).padStart(16, '0');
-
-export interface Bit { name: string; on: boolean; title: string }
-
-/** A guest PTE's fields, as the view lists them (named after the SDM; SW_* are granule's software bits). */
-export function decodePte(v: bigint): { bits: Bit[]; target: bigint; group: number } {
-  const f = (mask: bigint, name: string, title: string): Bit => ({ name, on: (v & mask) !== 0n, title });
-  return {
-    bits: [
-      f(PTE_P, 'P', 'present'), f(PTE_RW, 'R/W', 'writable (0: a write faults: the page is write-protected)'),
-      f(PTE_US, 'U/S', 'user-mode access allowed'), f(PTE_PWT, 'PWT', 'page-level write-through'), f(PTE_PCD, 'PCD', 'page-level cache disable'),
-      f(PTE_A, 'A', 'accessed'), f(PTE_D, 'D', 'dirty: written since the flag was cleared'), f(PTE_G, 'G', 'global'),
-      f(PTE_SW_WP, 'SW_WP', 'software bit: write-protected by the monitor (the in-guest #PF handler lifts it)'),
-      f(PTE_XD, 'XD', 'execute disable'),
-    ],
-    target: v & PTE_ADDR,
-    group: 2 ** Number((v & PTE_SW_GROUP) >> PTE_SW_GROUP_SHIFT),
-  };
-}
-
-const MEMTYPE: Record<number, string> = { 0: 'UC', 1: 'WC', 4: 'WT', 5: 'WP', 6: 'WB' };
-
-/** An EPT leaf's fields. */
-export function decodeEpt(v: bigint): { bits: Bit[]; hpa: bigint; memtype: string } {
-  const f = (mask: bigint, name: string, title: string): Bit => ({ name, on: (v & mask) !== 0n, title });
-  const mt = Number((v & EPT_MT) >> EPT_MT_SHIFT);
-  return {
-    bits: [
-      f(EPT_R, 'R', 'read'), f(EPT_W, 'W', 'write (0: a write is an EPT violation, a VM exit)'), f(EPT_X, 'X', 'execute'),
-      f(EPT_IPAT, 'IPAT', 'ignore the guest PAT'), f(EPT_A, 'A', 'accessed'), f(EPT_D, 'D', 'dirty'),
-      f(EPT_SW_WP, 'SW_WP', 'software bit: write-protected by the host monitor'), f(EPT_SPP, 'SPP', 'sub-page write permissions'),
-    ],
-    hpa: v & EPT_ADDR,
-    memtype: MEMTYPE[mt] ?? `type ${mt}`,
-  };
 }
 
 /** One V page of the frame and its guest PTE. */

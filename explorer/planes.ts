@@ -15,21 +15,11 @@
 //   planes-table         one row per slot j: V(f, j), its PTE, the plane page it maps; plane page j and its EPT entry
 //   planes-diagram       the mapping drawn as SVG (V pages -> plane pages -> the host frame)
 import './planes.css';
-import { el, type Attrs } from './dom.ts';
+import { h, svg, describe, errorLine } from './dom.ts';
 import type { ExplorerContext, Mount } from './context.ts';
-import {
-  PlanesLab, PLANE_CLASSES, unitsFor, diffSnapshots, diffText, decodePte, decodeEpt, hex, hex16,
-  type PlanesSnapshot, type PlanesDiff,
-} from './planes-model.ts';
-
-const SVG = 'http://www.w3.org/2000/svg';
-function svg<K extends keyof SVGElementTagNameMap>(tag: K, attrs: Attrs = {}, ...kids: (Node | string)[]): SVGElementTagNameMap[K] {
-  const e = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs)) if (v !== undefined && v !== false) e.setAttribute(k, String(v));
-  e.append(...kids);
-  return e;
-}
-const describe = (e: unknown) => (e instanceof Error ? e.message || e.name : String(e));
+import { PlanesLab, PLANE_CLASSES, unitsFor, diffSnapshots, diffText, type PlanesSnapshot, type PlanesDiff } from './planes-model.ts';
+import { guestBits, eptBits, hex, hex16 } from '../src/walkfmt.ts';
+import { bitMeaning } from './walk-model.ts';
 
 /** A few bytes of a slot, in hex and as text. */
 function bytesText(b: Uint8Array): string {
@@ -40,46 +30,42 @@ function bytesText(b: Uint8Array): string {
 
 export const mountPlanes: Mount = async (root: HTMLElement, ctx: ExplorerContext) => {
   root.classList.add('planes');
-  const classSelect = el('select', { id: 'planes-class', 'data-testid': 'planes-class' });
-  for (const c of PLANE_CLASSES) classSelect.append(el('option', { value: c, text: `${c} B (${4096 / c} slots per frame)` }));
+  const classSelect = h('select', { id: 'planes-class', 'data-testid': 'planes-class' });
+  for (const c of PLANE_CLASSES) classSelect.append(h('option', { value: c, text: `${c} B (${4096 / c} slots per frame)` }));
   classSelect.value = '256';
-  const unitSelect = el('select', { id: 'planes-unit', 'data-testid': 'planes-unit', 'aria-describedby': 'planes-unit-help' });
-  const summary = el('p', { class: 'planes-summary' });
-  const ptesChanged = el('p', { 'data-testid': 'planes-ptes-changed', class: 'planes-diff-line' });
-  const eptChanged = el('p', { 'data-testid': 'planes-ept-changed', class: 'planes-diff-line' });
-  const bytesChanged = el('p', { 'data-testid': 'planes-bytes-changed', class: 'planes-diff-line' });
-  const diffBox = el('div', { class: 'planes-diff', role: 'status', 'aria-live': 'polite' }, ptesChanged, eptChanged, bytesChanged);
-  const diagram = el('div', { class: 'planes-diagram', 'data-testid': 'planes-diagram' });
-  const table = el('table', { class: 'planes-table', 'data-testid': 'planes-table' });
-  const errorBox = el('p', { class: 'planes-error', role: 'alert', hidden: true });
+  const unitSelect = h('select', { id: 'planes-unit', 'data-testid': 'planes-unit', 'aria-describedby': 'planes-unit-help' });
+  const summary = h('p', { class: 'planes-summary' });
+  const ptesChanged = h('p', { 'data-testid': 'planes-ptes-changed', class: 'planes-diff-line' });
+  const eptChanged = h('p', { 'data-testid': 'planes-ept-changed', class: 'planes-diff-line' });
+  const bytesChanged = h('p', { 'data-testid': 'planes-bytes-changed', class: 'planes-diff-line' });
+  const diffBox = h('div', { class: 'planes-diff', role: 'status', 'aria-live': 'polite' }, ptesChanged, eptChanged, bytesChanged);
+  const diagram = h('div', { class: 'planes-diagram', 'data-testid': 'planes-diagram' });
+  const table = h('table', { class: 'planes-table', 'data-testid': 'planes-table' });
+  const errorBox = h('p', { class: 'planes-error', role: 'alert', hidden: true });
 
   root.append(
-    el('p', { class: 'planes-intro' },
+    h('p', { class: 'planes-intro' },
       'A slab frame of the spread layout holds K objects of one size class, one per slot. Slot j is reached only through its own virtual page V(f, j), ',
       'and all K virtual pages map the same host frame through K alias planes: the guest PTE of V(f, j) points at the plane page of j\'s group leader, ',
       'and every plane page maps the frame in the EPT. Grouping m slots in one unit is a matter of guest PTEs alone.'),
-    el('div', { class: 'planes-controls' },
-      el('label', { for: 'planes-class', text: 'Size class' }), classSelect,
-      el('label', { for: 'planes-unit', text: 'Unit size' }), unitSelect,
-      el('p', { class: 'planes-help', id: 'planes-unit-help', text: 'Regroups the frame between epochs (MonitoredSpace.setGranularity); the changes are highlighted below.' })),
+    h('div', { class: 'planes-controls' },
+      h('label', { for: 'planes-class', text: 'Size class' }), classSelect,
+      h('label', { for: 'planes-unit', text: 'Unit size' }), unitSelect,
+      h('p', { class: 'planes-help', id: 'planes-unit-help', text: 'Regroups the frame between epochs (MonitoredSpace.setGranularity); the changes are highlighted below.' })),
     errorBox, summary, diffBox,
-    el('h3', { text: 'The mapping' }), diagram,
-    el('h3', { text: 'Entries' }),
-    el('div', { class: 'planes-table-wrap' }, table),
+    h('h3', { text: 'The mapping' }), diagram,
+    h('h3', { text: 'Entries' }),
+    h('div', { class: 'planes-table-wrap' }, table),
   );
 
   let lab: PlanesLab | null = null;
   let prev: PlanesSnapshot | null = null;
   let build = 0;
 
-  function fail(message: string) {
-    errorBox.textContent = message;
-    errorBox.hidden = false;
-    ctx.report(message);
-  }
+  const fail = errorLine(errorBox, ctx.report);
 
   function fillUnits(cls: number, unit: number) {
-    unitSelect.replaceChildren(...unitsFor(cls).map((u) => el('option', { value: u, text: `${u} B (${u / cls} slot${u === cls ? '' : 's'} per unit)` })));
+    unitSelect.replaceChildren(...unitsFor(cls).map((u) => h('option', { value: u, text: `${u} B (${u / cls} slot${u === cls ? '' : 's'} per unit)` })));
     unitSelect.value = String(unit);
   }
 
@@ -124,7 +110,7 @@ export const mountPlanes: Mount = async (root: HTMLElement, ctx: ExplorerContext
   function render(s: PlanesSnapshot, d: PlanesDiff | null, before?: PlanesSnapshot) {
     summary.replaceChildren(
       `Frame ${s.frame} of the pool: ${s.k} slots of ${s.cls} B, so ${s.k} virtual pages and ${s.k} plane pages, all onto host frame `,
-      el('code', { text: hex(s.epts[0]!.hpa) }),
+      h('code', { text: hex(s.epts[0]!.hpa) }),
       `. Unit: ${s.unit} B = ${s.group} slot${s.group === 1 ? '' : 's'}, so slot j's PTE targets the plane of its leader, j − (j mod ${s.group}).`,
     );
     if (d) {
@@ -151,11 +137,11 @@ export const mountPlanes: Mount = async (root: HTMLElement, ctx: ExplorerContext
   function renderDiagram(s: PlanesSnapshot, d: PlanesDiff | null, before?: PlanesSnapshot) {
     const k = s.k;
     const row = k > 32 ? 9 : k > 16 ? 14 : 22;
-    const h = k * row + 40;
+    const height = k * row + 40;
     const W = 640;
     const xV = 10, wV = 170, xP = 300, wP = 170, xF = 540, wF = 90;
     const retarget = new Set(d?.retargeted ?? []);
-    const g = svg('svg', { viewBox: `0 0 ${W} ${h}`, width: '100%', role: 'img', 'aria-labelledby': 'planes-diagram-title' });
+    const g = svg('svg', { viewBox: `0 0 ${W} ${height}`, width: '100%', role: 'img', 'aria-labelledby': 'planes-diagram-title' });
     g.append(svg('title', { id: 'planes-diagram-title' },
       `Virtual pages V(f, 0) to V(f, ${k - 1}) map plane pages of their group leaders (groups of ${s.group}); all ${k} plane pages map one host frame.`
       + (d ? ` ${d.retargeted.length} mappings changed in the last regroup, drawn dashed and thick.` : '')));
@@ -190,7 +176,7 @@ export const mountPlanes: Mount = async (root: HTMLElement, ctx: ExplorerContext
       }
     }
     diagram.replaceChildren(g,
-      el('p', { class: 'planes-help' },
+      h('p', { class: 'planes-help' },
         'Solid boxes on the left are group leaders. Dashed, thick lines are the PTEs the last regroup pointed elsewhere. ',
         'Plane pages with no line into them are still mapped in the EPT, unused until the unit is made finer again.'));
   }
@@ -199,43 +185,42 @@ export const mountPlanes: Mount = async (root: HTMLElement, ctx: ExplorerContext
     const changedPte = new Set(d?.ptes ?? []);
     const changedEpt = new Set(d?.epts ?? []);
     const retarget = new Set(d?.retargeted ?? []);
-    const head = el('thead', {},
-      el('tr', {},
-        el('th', { colspan: 4, scope: 'colgroup', text: 'Guest page table: V(f, j) and its PTE' }),
-        el('th', { colspan: 3, scope: 'colgroup', text: 'EPT: plane page j and its entry' }),
-        el('th', { rowspan: 2, scope: 'col', text: 'Slot j\'s bytes' })),
-      el('tr', {},
-        ...['j', 'V(f, j)', 'PTE value and bits', 'maps GPA (plane)'].map((t) => el('th', { scope: 'col', text: t })),
-        ...['plane page GPA', 'EPT entry and bits', 'maps HPA'].map((t) => el('th', { scope: 'col', text: t }))));
-    const body = el('tbody');
-    const mark = (on: boolean) => (on ? el('span', { class: 'planes-mark', 'aria-label': 'changed', text: '✱ ' }) : '');
+    const head = h('thead', {},
+      h('tr', {},
+        h('th', { colspan: 4, scope: 'colgroup', text: 'Guest page table: V(f, j) and its PTE' }),
+        h('th', { colspan: 3, scope: 'colgroup', text: 'EPT: plane page j and its entry' }),
+        h('th', { rowspan: 2, scope: 'col', text: 'Slot j\'s bytes' })),
+      h('tr', {},
+        ...['j', 'V(f, j)', 'PTE value and bits', 'maps GPA (plane)'].map((t) => h('th', { scope: 'col', text: t })),
+        ...['plane page GPA', 'EPT entry and bits', 'maps HPA'].map((t) => h('th', { scope: 'col', text: t }))));
+    const body = h('tbody');
+    const mark = (on: boolean) => (on ? h('span', { class: 'planes-mark', 'aria-label': 'changed', text: '✱ ' }) : '');
     for (let j = 0; j < s.k; j++) {
       const r = s.ptes[j]!;
       const e = s.epts[j]!;
-      const pte = decodePte(r.value);
-      const ept = decodeEpt(e.value);
       const was = before?.ptes[j];
-      const bitsOf = (bits: { name: string; on: boolean; title: string }[], extra: string) =>
-        el('span', { class: 'planes-bits' }, ...bits.filter((b) => b.on).map((b) => el('abbr', { title: b.title, text: b.name })), extra);
-      const pteCell = el('td', { class: changedPte.has(j) ? 'changed' : undefined, title: was && changedPte.has(j) ? `was ${hex16(was.value)}` : undefined },
-        mark(changedPte.has(j)), el('code', { text: hex16(r.value) }), el('br'), bitsOf(pte.bits, ` group=${pte.group}`),
-        was && changedPte.has(j) ? el('span', { class: 'planes-was', text: ` was ${hex16(was.value)}` }) : '');
-      const targetCell = el('td', { class: retarget.has(j) ? 'changed' : undefined },
-        mark(retarget.has(j)), el('code', { text: hex(r.target) }), ` (plane ${r.plane})`,
-        was && retarget.has(j) ? el('span', { class: 'planes-was', text: ` was plane ${was.plane}` }) : '');
-      const eptCell = el('td', { class: changedEpt.has(j) ? 'changed' : undefined },
-        mark(changedEpt.has(j)), el('code', { text: hex16(e.value) }), el('br'), bitsOf(ept.bits, ` ${ept.memtype}`));
-      body.append(el('tr', { class: r.leader === j ? 'leader' : undefined },
-        el('th', { scope: 'row', text: String(j) }),
-        el('td', {}, el('code', { text: hex(r.gva) })),
+      // the bits set, named and explained as the Walk view does (both entries are leaves: level 1)
+      const bitsOf = (table: 'guest' | 'ept', bits: string[]) =>
+        h('span', { class: 'planes-bits' }, bits.map((b) => h('abbr', { title: bitMeaning(table, 1, b), text: b })));
+      const pteCell = h('td', { class: changedPte.has(j) ? 'changed' : undefined, title: was && changedPte.has(j) ? `was ${hex16(was.value)}` : undefined },
+        mark(changedPte.has(j)), h('code', { text: hex16(r.value) }), h('br'), bitsOf('guest', guestBits(r.value, 1)),
+        was && changedPte.has(j) ? h('span', { class: 'planes-was', text: ` was ${hex16(was.value)}` }) : '');
+      const targetCell = h('td', { class: retarget.has(j) ? 'changed' : undefined },
+        mark(retarget.has(j)), h('code', { text: hex(r.target) }), ` (plane ${r.plane})`,
+        was && retarget.has(j) ? h('span', { class: 'planes-was', text: ` was plane ${was.plane}` }) : '');
+      const eptCell = h('td', { class: changedEpt.has(j) ? 'changed' : undefined },
+        mark(changedEpt.has(j)), h('code', { text: hex16(e.value) }), h('br'), bitsOf('ept', eptBits(e.value, 1)));
+      body.append(h('tr', { class: r.leader === j ? 'leader' : undefined },
+        h('th', { scope: 'row', text: String(j) }),
+        h('td', {}, h('code', { text: hex(r.gva) })),
         pteCell, targetCell,
-        el('td', {}, el('code', { text: hex(e.gpa) })),
+        h('td', {}, h('code', { text: hex(e.gpa) })),
         eptCell,
-        el('td', {}, el('code', { text: hex(e.hpa) })),
-        el('td', {}, el('code', { class: 'planes-bytes', text: bytesText(s.bytes.subarray(j * s.cls, (j + 1) * s.cls)) }))));
+        h('td', {}, h('code', { text: hex(e.hpa) })),
+        h('td', {}, h('code', { class: 'planes-bytes', text: bytesText(s.bytes.subarray(j * s.cls, (j + 1) * s.cls)) }))));
     }
     table.replaceChildren(
-      el('caption', {}, `Frame ${s.frame}, unit ${s.unit} B. `, d ? `✱ marks what the last regroup changed.` : 'Change the unit size to see what a regroup changes.'),
+      h('caption', {}, `Frame ${s.frame}, unit ${s.unit} B. `, d ? `✱ marks what the last regroup changed.` : 'Change the unit size to see what a regroup changes.'),
       head, body);
   }
 

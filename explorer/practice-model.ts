@@ -4,10 +4,12 @@
 // learner's answer parsed, and checked against the simulator's own explainWalk.
 import { loadSpace, type Space } from '../src/describe.ts';
 import type { SimOptions } from '../src/sim.ts';
-import { explainWalk, guestBits, decodePfErrorCode, decodeExitQualification, type WalkReport, type Outcome, type DecodedBit } from '../src/walkfmt.ts';
+import {
+  explainWalk, guestBits, decodePfErrorCode, decodeExitQualification, hex, LEVEL_NAMES as LEVEL, type WalkReport, type Outcome, type DecodedBit,
+} from '../src/walkfmt.ts';
 import { PTE_P, PTE_PS } from '../src/consts.ts';
 import { addrMaskFor } from '../src/space.ts';
-import { accOf, hex, type AccessKind } from './walk-model.ts';
+import { accOf, type AccessKind } from './walk-model.ts';
 import { Rng } from '../src/rng.ts';
 
 export { Rng };
@@ -220,8 +222,6 @@ export async function solveProblem(p: Problem, simOptions?: SpaceSimOptions): Pr
 }
 
 export interface PathEntry { level: number; name: string; gpa: bigint; hpa: bigint; value: bigint; bits: string[]; leaf: boolean; notPresent: boolean }
-
-const LEVEL = ['', 'PTE', 'PDE', 'PDPTE', 'PML4E'];
 
 /**
  * The guest entries on the path of `gva`, read straight from the tables (no rights checks, no

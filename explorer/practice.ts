@@ -18,8 +18,10 @@ import type { ExplorerContext, Mount } from './context.ts';
 import {
   generateProblem, solveProblem, checkAnswer, canonicalAnswer, parseSeed, randomSeed, guestPath, problemText, ANSWER_HINT, type Solved,
 } from './practice-model.ts';
-import { faultLabel, outcomeHpa, hex, hex16 } from './walk-model.ts';
-import { h, uid, chips, renderSteps, renderOutcomeDetail, renderSpaceSummary } from './walk.ts';
+import { faultLabel, outcomeHpa } from './walk-model.ts';
+import { hex, hex16 } from '../src/walkfmt.ts';
+import { h } from './dom.ts';
+import { uid, chips, renderSteps, renderOutcomeDetail, renderSpaceSummary } from './walk.ts';
 
 export const mountPractice: Mount = async (root: HTMLElement, ctx: ExplorerContext) => {
   root.classList.add('gx-practice');

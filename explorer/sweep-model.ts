@@ -5,7 +5,7 @@
 // map compacted per epoch, and the map's geometry and legend.
 import { planJobs, rowOf, idealRow, baseFigures, MODE_LABEL, type Job } from '../src/monitor/sweep.ts';
 import { runMonitor, type MonitorResult } from '../src/monitor/engine.ts';
-import { SpaceError, type MonitorMode, type DirtyUnit } from '../src/layout/space.ts';
+import { OutOfFramesError, type MonitorMode, type DirtyUnit } from '../src/layout/space.ts';
 import type { CompareRow } from '../src/report/types.ts';
 import { traceInfoBytes } from '../src/trace/reader.ts';
 import { EV_ALLOC, EV_WRITE, EV_MODIFY } from '../src/trace/events.ts';
@@ -55,10 +55,13 @@ export function jobKey(j: { rowMode?: string; mode?: string; layout: string; gra
   return `${j.rowMode ?? j.mode}/${j.layout}/${j.granularity}`;
 }
 
+/** The page-level baseline's job key: every row is measured against it. */
+export const PAGE_KEY = 'page/packed/4096';
+
 /** The job the controls select. */
 export function jobForSelection(sel: Selection): Job {
   const all = sweepJobs();
-  const want = sel.mode === 'page' ? 'page/packed/4096' : sel.mode === 'spp' ? 'spp/packed/128' : jobKey({ mode: sel.mode, layout: 'spread', granularity: sel.granularity });
+  const want = sel.mode === 'page' ? PAGE_KEY : sel.mode === 'spp' ? 'spp/packed/128' : jobKey({ mode: sel.mode, layout: 'spread', granularity: sel.granularity });
   const j = all.find((x) => jobKey(x) === want);
   if (!j) throw new RangeError(`no configuration ${want}: the unit must be one of ${GRANULARITIES.join(', ')} or adaptive`);
   return j;
@@ -81,7 +84,7 @@ export function orderJobs(jobs: readonly Job[], sel: Selection): Job[] {
   const selPos = hasGranularity(selMode) ? gpos(sel.granularity) : gpos(4096);
   const rank = (j: Job): number[] => {
     const k = jobKey(j);
-    if (k === 'page/packed/4096') return [0, 0, 0];
+    if (k === PAGE_KEY) return [0, 0, 0];
     if (k === selKey) return [1, 0, 0];
     const same = j.rowMode === selMode ? 0 : 1;
     const dist = j.layout === 'spread' ? Math.abs(gpos(j.granularity) - selPos) : 2;
@@ -347,7 +350,7 @@ export function parseEpochWrites(text: string): number {
   return n;
 }
 
-export interface TraceFacts { events: number; writes: number; objectAware: boolean; source: string }
+export interface TraceFacts { events: number; writes: number }
 
 /**
  * Reads the whole trace once (every checksum, every event: a cut or damaged file fails here with
@@ -356,13 +359,12 @@ export interface TraceFacts { events: number; writes: number; objectAware: boole
  */
 export function checkTrace(name: string, bytes: Uint8Array): TraceFacts {
   const info = traceInfoBytes(name, bytes);
-  const objectAware = (info.counts[EV_ALLOC] ?? 0) > 0;
-  if (!objectAware) {
+  if (!(info.counts[EV_ALLOC] ?? 0)) {
     throw new SweepError(`${name} has no allocation events, so its objects cannot be placed in the spread layout (nor packed for the page-level baseline): `
       + 'record it with granule record, which reports allocations (traces imported from a plain address log have none); '
       + `on the command line, granule compare ${name} --block compares it in its own layout`);
   }
-  return { events: info.events, writes: (info.counts[EV_WRITE] ?? 0) + (info.counts[EV_MODIFY] ?? 0), objectAware, source: info.meta.source };
+  return { events: info.events, writes: (info.counts[EV_WRITE] ?? 0) + (info.counts[EV_MODIFY] ?? 0) };
 }
 
 /** Epochs a run will have (a progress estimate: reallocs' copies add writes the trace does not count). */
@@ -420,7 +422,7 @@ export async function runSweep(input: SweepInput, hooks: SweepHooks): Promise<vo
   let frames = input.frames ?? FIRST_POOL;
   for (let job = input.queue.take(); job; job = input.queue.take()) {
     const key = jobKey(job);
-    const isPage = key === 'page/packed/4096';
+    const isPage = key === PAGE_KEY;
     if (!base && !isPage) throw new Error(`the sweep must run page level first (it ran ${key} with no baseline): this is a bug in the explorer`);
     const label = job.label;
     let r!: MonitorResult;
@@ -444,7 +446,7 @@ export async function runSweep(input: SweepInput, hooks: SweepHooks): Promise<vo
           map = rec.finish(r.space);
           break;
         } catch (e) {
-          if (!(e instanceof SpaceError && /^out of frames/.test(e.message)) || frames >= MAX_POOL) throw e;
+          if (!(e instanceof OutOfFramesError) || frames >= MAX_POOL) throw e;
           frames = Math.min(MAX_POOL, frames * 4);
         }
       }
@@ -485,8 +487,6 @@ export type FromWorker =
 
 // ---------------------------------------------------------------------------------------------
 // Text
-
-export const modeLabel = (m: string) => (m === 'page' ? 'page level' : m === 'ideal' ? 'byte-exact ideal' : MODE_LABEL[m] ?? m);
 
 /** A configuration in words: 'guest-PT WP, 256 B units (spread)'. */
 export function describeSelection(sel: Selection): string {

@@ -2,15 +2,15 @@
 // parsing the controls, labelling outcomes the way `granule walk --json` reports them, grouping
 // the references of a two-dimensional walk into its steps, explaining every decoded bit, the
 // flags an entry editor offers, and the TLB and counter summaries.
-import { guestBits, eptBits, bitRanges, type WalkReport, type WalkRef, type Outcome } from '../src/walkfmt.ts';
+import {
+  guestBits, eptBits, bitRanges, walkGroups, hex, LEVEL_NAMES as LEVEL, TABLE_NAMES as TABLE, PAGE_NAMES as PAGE,
+  type WalkReport, type WalkRef, type Outcome,
+} from '../src/walkfmt.ts';
 import { pageName, type SpaceDescription } from '../src/describe.ts';
 import type { FaultRecord } from '../src/sim.ts';
 import type { Counters } from '../src/counters.ts';
 import type { TlbEntry, TlbPrediction } from '../src/tlbview.ts';
 import * as C from '../src/consts.ts';
-
-export const hex = (v: bigint | number) => '0x' + v.toString(16);
-export const hex16 = (v: bigint) => '0x' + BigInt.asUintN(64, v).toString(16).padStart(16, '0');
 
 // ---------------------------------------------------------------------------------------------
 // Controls
@@ -98,9 +98,6 @@ export const outcomeHpa = (o: Outcome) => (o.kind === 'ok' ? o.hpa : '');
 // ---------------------------------------------------------------------------------------------
 // The steps of a two-dimensional walk
 
-const LEVEL = ['', 'PTE', 'PDE', 'PDPTE', 'PML4E'];
-const TABLE = ['', 'PT', 'PD', 'PDPT', 'PML4'];
-
 export interface WalkSection {
   /** 'guest': the EPT walk that locates a guest entry, then that entry; 'final': the data GPA's EPT walk */
   kind: 'guest' | 'final' | 'spp' | 'other';
@@ -123,30 +120,24 @@ export function walkSections(r: WalkReport): WalkSection[] {
   const ix = r.indices;
   const idxAt = [0, ix.pt, ix.pd, ix.pdpt, ix.pml4];
   const seenGuest = new Set<number>();
-  let k = 0;
-  while (k < refs.length) {
-    const first = refs[k]!;
-    if (first.table === 'guest') {
+  const groups = walkGroups(refs);
+  for (let k = 0; k < groups.length; k++) {
+    const { kind, level, refs: group } = groups[k]!;
+    const first = group[0]!;
+    if (kind === 'guest') {
       // a guest entry with no EPT walk before it (none is skipped today, but stay total)
       out.push({ kind: 'guest', guestLevel: first.level, title: `Guest ${LEVEL[first.level]}`, detail: `the guest ${LEVEL[first.level]} for GVA ${r.gva}`, refs: [first] });
       seenGuest.add(first.level);
-      k++;
-      continue;
-    }
-    let end = k;
-    while (end < refs.length && refs[end]!.table === first.table && refs[end]!.for === first.for) end++;
-    const group = refs.slice(k, end);
-    if (first.table === 'spp') {
+    } else if (kind === 'spp') {
       out.push({ kind: 'spp', guestLevel: 0, title: `Sub-page permissions for GPA ${first.input}`, detail: 'a write the EPT denies, on a page with SPP: the SPP table decides', refs: group });
-    } else if (first.for === 'final GPA') {
+    } else if (kind === 'final') {
       out.push({ kind: 'final', guestLevel: 0, title: `Final GPA ${first.input}`, detail: `the data's GPA ${first.input}, translated through the EPT to an HPA`, refs: group });
     } else {
-      const level = LEVEL.indexOf(first.for.replace('guest ', ''));
       const again = seenGuest.has(level);
       const base = BigInt(first.input) & ~0xfffn;
       const table = level === 4 ? `CR3 ${hex(BigInt(r.cpu.cr3) & ~0xfffn)}` : `${TABLE[level]} at GPA ${hex(base)}`;
-      const next = refs[end];
-      if (!again && next && next.table === 'guest' && next.level === level) { group.push(next); end++; seenGuest.add(level); }
+      const next = groups[k + 1];
+      if (!again && next && next.kind === 'guest' && next.level === level) { group.push(...next.refs); k++; seenGuest.add(level); }
       out.push({
         kind: level > 0 ? 'guest' : 'other', guestLevel: level, title: `Guest ${LEVEL[level] || first.for}${again ? ' (A/D update)' : ''}`,
         detail: again
@@ -155,13 +146,9 @@ export function walkSections(r: WalkReport): WalkSection[] {
         refs: group,
       });
     }
-    k = end;
   }
   return out;
 }
-
-/** Where an entry is: guest entries by GPA and HPA, EPT entries by HPA. */
-export const entryAddress = (ref: WalkRef) => (ref.table === 'guest' ? `GPA ${ref.addr} = HPA ${ref.hpa}` : `HPA ${ref.addr}`);
 
 export type RefStatus = 'bad' | 'leaf' | 'table';
 /**
@@ -268,7 +255,6 @@ export function counterDelta(before: Counters, after: Counters): { key: string; 
   return COUNTER_ROWS.map(([key, label]) => ({ key, label, before: before[key] ?? 0, after: after[key] ?? 0, delta: (after[key] ?? 0) - (before[key] ?? 0) }));
 }
 
-const PAGE = ['', '4 KiB', '2 MiB', '1 GiB'];
 const yes = (b: boolean) => (b ? 'yes' : 'no');
 
 /** Rows [label, value] describing a TLB entry (null: no entry). */

@@ -27,35 +27,20 @@
 //   walk-space-text, walk-space-load, walk-space-demo, walk-space-error: your own address space
 import './walk.css';
 import type { ExplorerContext, Mount } from './context.ts';
+import { h } from './dom.ts';
 import { loadSpace, DEMO_SPACE_JSON, DEMO_GVA, SpaceError, type Space } from '../src/describe.ts';
-import { explainWalk, type WalkReport, type WalkRef, type Outcome } from '../src/walkfmt.ts';
+import { explainWalk, entryAddress, hex, hex16, type WalkReport, type WalkRef, type Outcome } from '../src/walkfmt.ts';
 import { INVEPT_SINGLE } from '../src/consts.ts';
 import { tlbLookup, tlbPredict, type TlbEntry } from '../src/tlbview.ts';
 import type { Counters } from '../src/counters.ts';
 import {
-  parseGva, parseEntryValue, accOf, accessText, DEMO_EXAMPLES, faultLabel, recordLabel, outcomeHpa, walkSections, entryAddress,
+  parseGva, parseEntryValue, accOf, accessText, DEMO_EXAMPLES, faultLabel, recordLabel, outcomeHpa, walkSections,
   refStatus, bitMeaning, flagOptions, withFlag, refLabel, counterDelta, tlbRows, predictionText, staleNote, guestRows, eptRows,
-  editTexts, cpuText, tlbStaleText, hex, hex16, type AccessKind, type MappingRow,
+  editTexts, cpuText, tlbStaleText, type AccessKind, type MappingRow,
 } from './walk-model.ts';
 
 // ---------------------------------------------------------------------------------------------
-// A small DOM helper (shared with practice.ts)
-
-type Kid = Node | string | null | undefined | false;
-type Attrs = Record<string, string | number | boolean | null | undefined | ((ev: Event) => void)>;
-
-export function h<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Attrs = {}, ...kids: (Kid | Kid[])[]): HTMLElementTagNameMap[K] {
-  const el = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === null || v === undefined || v === false) continue;
-    if (typeof v === 'function') el.addEventListener(k.replace(/^on/, '').toLowerCase(), v);
-    else if (k === 'class') el.className = String(v);
-    else if (k === 'text') el.textContent = String(v);
-    else el.setAttribute(k, v === true ? '' : String(v));
-  }
-  for (const kid of kids.flat()) if (kid !== null && kid !== undefined && kid !== false) el.append(kid);
-  return el;
-}
+// Ids (shared with practice.ts)
 
 let idCounter = 0;
 /** A page-unique id with a readable prefix. */

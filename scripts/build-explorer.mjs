@@ -5,7 +5,7 @@
 //   node scripts/build-explorer.mjs [--out DIR]      (default build/explorer; needs build/sim.release.wasm)
 //
 // It bundles explorer/main.ts (and the CSS it imports) to explorer.js + explorer.css, and
-// explorer/sweep.worker.ts to sweep.worker.js when that file exists; copies index.html, the
+// explorer/sweep.worker.ts (the Granularity view's worker) to sweep.worker.js; copies index.html, the
 // simulator module and the bundled traces; and writes traces.json, the traces' index. Files are
 // written to a staging directory and renamed into place one by one, so a server reading the
 // directory while it is rebuilt never sees a half-written file.
@@ -66,8 +66,7 @@ function size(n) {
 }
 
 async function bundle(stage) {
-  const entryPoints = { explorer: at('explorer', 'main.ts') };
-  if (existsSync(at('explorer', 'sweep.worker.ts'))) entryPoints['sweep.worker'] = at('explorer', 'sweep.worker.ts');
+  const entryPoints = { explorer: at('explorer', 'main.ts'), 'sweep.worker': at('explorer', 'sweep.worker.ts') };
   let result;
   try {
     result = await build({
@@ -162,7 +161,7 @@ async function main() {
   const { out } = parseArgs(process.argv.slice(2));
   const wasm = at('build', 'sim.release.wasm');
   if (!existsSync(wasm)) fail(`build/sim.release.wasm is missing: run \`npm run build:sim\` first (or \`npm run build\`)`);
-  if (!existsSync(at('explorer', 'main.ts'))) fail('explorer/main.ts is missing');
+  for (const f of ['main.ts', 'sweep.worker.ts']) if (!existsSync(at('explorer', f))) fail(`explorer/${f} is missing`);
 
   // The stale-file sweep below must never run over a directory that is not an explorer build.
   if (existsSync(out) && readdirSync(out).length && !existsSync(join(out, 'index.html'))) {

@@ -2,16 +2,17 @@
 // Debian's chromium from the built page (npm run build first).
 //
 //   node --import tsx scripts/explorer-pictures.ts      (npm run pictures)
-import { existsSync, mkdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium, type Page } from 'playwright-core';
 import { startExplorerServer } from '../src/explore.ts';
 import { packageRoot } from '../src/record/toolchain.ts';
+import { findChromium, launchOptions, NO_CHROMIUM } from '../test/support/browser.ts';
 
 const out = join(packageRoot(), 'docs', 'img');
-const executable = [process.env.CHROMIUM, '/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p): p is string => !!p && existsSync(p));
+const executable = findChromium();
 if (!executable) {
-  console.error('explorer-pictures: no chromium at $CHROMIUM or /usr/bin/chromium (apt-get install chromium)');
+  console.error(`explorer-pictures: ${NO_CHROMIUM}`);
   process.exit(1);
 }
 
@@ -47,7 +48,7 @@ const shots: [string, (page: Page) => Promise<void>][] = [
 ];
 
 const server = await startExplorerServer({ port: 0 });
-const browser = await chromium.launch({ executablePath: executable, args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'] });
+const browser = await chromium.launch(launchOptions(executable));
 try {
   mkdirSync(out, { recursive: true });
   for (const [id, prepare] of shots) {

@@ -1,13 +1,18 @@
 // backend.ts for the browser (the explorer): only the simulator exists there.
-import { SimMmu, type SimMmuOptions } from './sim-mmu.ts';
+import { SimMmu } from './sim-mmu.ts';
 import type { Mmu } from './mmu.ts';
+// Types only (erased from the bundle): the same option set as on Node.
+import type { BackendChoice, MmuOptions } from './backend.ts';
 
-export type BackendChoice = 'auto' | 'sim' | 'kvm';
-export type MmuOptions = SimMmuOptions & { eptWriteProtect?: boolean; runTimeoutMs?: number; image?: string; ringCapacity?: number; device?: string; dirtyRingEntries?: number };
+export type { BackendChoice, MmuOptions };
 
 const NO_KVM = 'a web page cannot open /dev/kvm: the explorer runs the simulator';
 
 export function kvmUnavailable(): string {
+  return NO_KVM;
+}
+
+export function kvmLacks(): string {
   return NO_KVM;
 }
 

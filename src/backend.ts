@@ -12,14 +12,24 @@ export type BackendChoice = 'auto' | 'sim' | 'kvm';
 export type MmuOptions = SimMmuOptions & Omit<KvmMmuOptions, 'frames' | 'batchCapacity' | 'valueCapacity' | 'planeTracking'> & {
   /** EPT-level write protection will be used (protectGpa): on KVM, planes get write watches */
   eptWriteProtect?: boolean;
+  /** sub-page write permissions will be used (the simulator's setSubPageWrites) */
+  spp?: boolean;
 };
+
+/** What the KVM backend cannot do whatever the host: the features asked for that it lacks, or null. */
+export function kvmLacks(opts: Pick<MmuOptions, 'pml' | 'eptWriteProtect' | 'spp'>): string | null {
+  if (opts.spp) return 'sub-page write permissions (spp): KVM offers no SPP interface to user space (it was proposed upstream, never merged); use --backend sim';
+  if (opts.pml && opts.eptWriteProtect) return 'PML and EPT write protection together: the kvm backend tracks planes one way per VM (dirty ring or write watch)';
+  return null;
+}
 
 /**
  * Why the KVM backend cannot serve these options here, or null when it can: the addon and the
  * device (the multi-line explanation of src/hw/native.ts), the guest image, or a feature it lacks.
  */
 export function kvmUnavailable(opts: MmuOptions = {}): string | null {
-  if (opts.pml && opts.eptWriteProtect) return 'PML and EPT write protection together: the kvm backend tracks planes one way per VM (dirty ring or write watch)';
+  const lacks = kvmLacks(opts);
+  if (lacks) return lacks;
   const r = loadKvmAddon(opts.device ?? DEFAULT_KVM_DEVICE);
   if ('error' in r) return r.error;
   const image = opts.image ?? guestImagePath();
@@ -34,9 +44,9 @@ export function kvmUnavailable(opts: MmuOptions = {}): string | null {
 }
 
 function kvmOptions(opts: MmuOptions): KvmMmuOptions {
+  const { frames, runTimeoutMs, image, ringCapacity, device, batchCapacity, valueCapacity, dirtyRingEntries, planes } = opts;
   return {
-    frames: opts.frames, runTimeoutMs: opts.runTimeoutMs, image: opts.image, ringCapacity: opts.ringCapacity, device: opts.device,
-    batchCapacity: opts.batchCapacity, valueCapacity: opts.valueCapacity, dirtyRingEntries: opts.dirtyRingEntries,
+    frames, runTimeoutMs, image, ringCapacity, device, batchCapacity, valueCapacity, dirtyRingEntries, planes,
     // PML's counterpart is KVM's dirty ring; EPT write protection's, a userfaultfd watch per plane.
     planeTracking: opts.pml ? 'dirty-ring' : opts.eptWriteProtect ? 'write-watch' : 'dirty-log',
   };

@@ -4,10 +4,10 @@ import { createHash } from 'node:crypto';
 import { createReadStream, statSync } from 'node:fs';
 import { UsageError, InputError, type Io } from './cli-io.ts';
 import { parseGranularities, parseCount, bytes, backendOption } from './cli-trace.ts';
-import type { BackendChoice } from './backend.ts';
-import { runMonitor, type Layout } from './monitor/engine.ts';
+import { runMonitor, checkMonitorOptions, MonitorError, type Layout } from './monitor/engine.ts';
 import { compareTrace, DEFAULT_COMPARE_GRANULARITIES, DEFAULT_COMPARE_MODES } from './monitor/compare.ts';
-import { MONITOR_MODES, modeUnsupported, type MonitorMode } from './layout/space.ts';
+import { MONITOR_MODES, mmuNeeds, type MonitorMode } from './layout/space.ts';
+import { kvmLacks, type BackendChoice } from './backend.ts';
 import { CheckpointWriter } from './checkpoint/writer.ts';
 import { restoreImage, verifyChain } from './checkpoint/restore.ts';
 import { CheckpointError } from './checkpoint/format.ts';
@@ -15,11 +15,11 @@ import { traceInfo } from './trace/reader.ts';
 import { EV_ALLOC } from './trace/events.ts';
 import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { formatCompareTable } from './report/table.ts';
+import { formatCompareTable, fmtInt } from './report/table.ts';
 import { renderCompareHtml, writeReport } from './report/html.ts';
 import { DEFAULT_EPOCH_WRITES } from './replay/replay.ts';
 
-const num = (n: number) => n.toLocaleString('en-US');
+const num = fmtInt;
 const PAGE = 4096;
 
 function parseEpochWrites(text: string | undefined): number {
@@ -87,9 +87,12 @@ async function checkpointCommand(trace: string, o: { output: string; mode: Monit
   let st;
   try { st = statSync(trace); } catch (e) { throw new InputError(`${trace}: cannot read the trace (${(e as NodeJS.ErrnoException).code})`); }
   // Everything that can be refused is refused before the directory is touched.
-  if (o.mode === 'spp' && g !== 128) throw new UsageError('--mode spp monitors 128-byte sub-pages: give --granularity 128 (the default with spp)');
-  if (o.mode !== 'spp' && o.layout === 'trace' && g !== PAGE) throw new UsageError('--layout trace is monitored at page level: give --granularity 4096 (or --mode spp -g 128)');
-  const lacks = modeUnsupported('kvm', o.mode);
+  try {
+    checkMonitorOptions({ mode: o.mode, layout: o.layout, granularity: g!, epochWrites });
+  } catch (e) {
+    throw e instanceof MonitorError ? new UsageError(e.message) : e;
+  }
+  const lacks = kvmLacks(mmuNeeds(o.mode));
   if (o.backend === 'kvm' && lacks) throw new UsageError(`--backend kvm --mode ${o.mode}: ${lacks}`);
   if (o.layout !== 'trace' && traceInfo(trace).counts[EV_ALLOC] === 0) {
     throw new InputError(`${trace} has no allocation events, so its objects cannot be placed in the ${o.layout} layout: record it with granule record (which reports allocations), or give --layout trace`);

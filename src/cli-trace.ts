@@ -1,4 +1,5 @@
 // The trace commands of `granule`: import, record, replay, trace info/dump.
+import { fmtBytes, fmtInt } from './report/table.ts';
 import { Command, Option } from 'commander';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import cliProgress from 'cli-progress';
@@ -18,14 +19,9 @@ const CODECS = ['deflate', 'brotli', 'none'];
 // ---------------------------------------------------------------------------------------------
 // Formatting
 
-const num = (n: number) => n.toLocaleString('en-US');
-export function bytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) { v /= 1024; u++; }
-  return u === 0 ? `${n} B` : `${v.toFixed(v < 10 ? 2 : 1)} ${units[u]}`;
-}
+// The report's formatters: the CLI, the tables and the HTML report print the same figures.
+const num = fmtInt;
+export const bytes = fmtBytes;
 
 function countsLine(c: KindCounts): string {
   const parts = [[EV_READ, 'reads'], [EV_WRITE, 'writes'], [EV_MODIFY, 'modifies'], [EV_FETCH, 'fetches'], [EV_ALLOC, 'allocs'], [EV_FREE, 'frees'], [EV_REALLOC, 'reallocs']] as const;

@@ -119,6 +119,8 @@ export interface Mmu {
 
   // Data.
   readFrame(frame: number, offset: number, len: number): Uint8Array;
+  /** readFrame() into `dst` at `at`, with no allocation: for readers that copy many pages. */
+  readFrameInto(frame: number, offset: number, len: number, dst: Uint8Array, at: number): void;
   writeFrame(frame: number, offset: number, bytes: Uint8Array): void;
 
   /** Bytes of paging structures this backend built: guest tables, and on the simulator its EPT,
@@ -135,4 +137,36 @@ export function groupField(what: string, pages: number): bigint {
   const n = Math.log2(pages);
   if (!Number.isInteger(n) || n < 0 || n > 7) throw new RangeError(`${what}: group must be a power of two from 1 to 128 pages, got ${pages}`);
   return BigInt(n) << PTE_SW_GROUP_SHIFT;
+}
+
+/** The write-protect group, in pages, that an entry's PTE_SW_GROUP field holds (the inverse of groupField). */
+export function groupOfField(v: bigint): number {
+  return 2 ** Number((v >> PTE_SW_GROUP_SHIFT) & 7n);
+}
+
+// Argument checks both backends share (same messages on each).
+const PAGE = 4096n;
+const hex = (v: bigint) => '0x' + v.toString(16);
+
+/** `count` is a positive integer and `addr` 4 KiB aligned. */
+export function checkPages(what: string, addr: bigint, count: number): void {
+  if (!Number.isInteger(count) || count < 1) throw new RangeError(`${what}: page count must be a positive integer, got ${count}`);
+  if (addr % PAGE !== 0n) throw new RangeError(`${what}: address ${hex(addr)} is not 4 KiB aligned`);
+}
+
+/** checkPages, and GVA pages [gva, gva + count*4K) are canonical and in one half; returns the last byte's GVA. */
+export function checkCanonicalRange(what: string, gva: bigint, count: number): bigint {
+  checkPages(what, gva, count);
+  const end = gva + BigInt(count) * PAGE - 1n;
+  const canon = (a: bigint) => a >= 0n && (a < 1n << 47n || (a >= 0xffff800000000000n && a <= 0xffffffffffffffffn));
+  if (!canon(gva) || !canon(end) || (gva < 1n << 47n) !== (end < 1n << 47n)) {
+    throw new RangeError(`${what}: GVA range ${hex(gva)}..${hex(end)} is not canonical (bits 63:47 must all equal)`);
+  }
+  return end;
+}
+
+/** Bytes [offset, offset + len) of frame `frame` lie inside one frame of a pool of `frames`. */
+export function checkFrameRange(frames: number, frame: number, offset: number, len: number): void {
+  if (!Number.isInteger(frame) || frame < 0 || frame >= frames) throw new RangeError(`frame ${frame} is outside the pool of ${frames} frames`);
+  if (!Number.isInteger(offset) || offset < 0 || offset + len > 4096) throw new RangeError(`frame ${frame}: bytes ${offset}..${offset + len} are outside the 4 KiB frame`);
 }

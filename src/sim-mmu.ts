@@ -8,7 +8,7 @@ import {
 import { Sim, BATCH_DONE, BATCH_FAULT, BATCH_DLOG_FULL, BATCH_BAD_RECORD, type SimOptions } from './sim.ts';
 import { BatchWriter } from './batch.ts';
 import { FrameAllocator, EptBuilder, GuestPtBuilder, addrMaskFor, EPT_MT_WB, PAGE_4K } from './space.ts';
-import { groupField, type Mmu, type PlaneOptions, type GuestPageFlags, type Handlers, type RunResult, type DirtyEntry } from './mmu.ts';
+import { groupField, checkPages, checkCanonicalRange, checkFrameRange, type Mmu, type PlaneOptions, type GuestPageFlags, type Handlers, type RunResult, type DirtyEntry } from './mmu.ts';
 
 export interface SimMmuOptions extends Omit<SimOptions, 'physBytes'> {
   /** data frames in the pool (default 4096 = 16 MiB) */
@@ -33,9 +33,13 @@ export class SimMmu implements Mmu {
   readonly ept: EptBuilder;
   readonly gpt: GuestPtBuilder;
   private readonly poolBase: bigint;
+  /** poolBase as a number (an offset into sim.phys) */
+  private readonly poolStart: number;
   private readonly tables: FrameAllocator;
   private readonly pmlPage: bigint;
   private readonly gpaLimit: bigint;
+  /** The EPTP set at construction; nothing in SimMmu changes it later (invept names it). */
+  private readonly eptp: bigint;
 
   private constructor(readonly sim: Sim, o: { frames: number; tableBytes: number; eptAd: boolean; pml: boolean }, reason: string) {
     this.reason = reason;
@@ -45,11 +49,13 @@ export class SimMmu implements Mmu {
     const tables = new FrameAllocator(0n, BigInt(o.tableBytes));
     this.tables = tables;
     this.poolBase = BigInt(o.tableBytes);
+    this.poolStart = o.tableBytes;
     this.gpaLimit = 1n << BigInt(sim.maxPhyAddr - 1);
     this.ept = new EptBuilder(sim, tables, mask);
     this.gpt = new GuestPtBuilder(sim, tables, new FrameAllocator(this.gpaLimit, this.gpaLimit * 2n), this.ept, mask);
     this.pmlPage = tables.alloc();
-    sim.setCpu({ cr3: this.gpt.cr3, eptp: this.ept.eptp(o.eptAd), pml: { enabled: o.pml, address: this.pmlPage, index: 511 } });
+    this.eptp = this.ept.eptp(o.eptAd);
+    sim.setCpu({ cr3: this.gpt.cr3, eptp: this.eptp, pml: { enabled: o.pml, address: this.pmlPage, index: 511 } });
     this.batch = new BatchWriter(sim);
   }
 
@@ -65,23 +71,14 @@ export class SimMmu implements Mmu {
     return new SimMmu(sim, { frames, tableBytes, eptAd, pml }, reason);
   }
 
-  private checkPages(what: string, addr: bigint, count: number): void {
-    if (!Number.isInteger(count) || count < 1) throw new RangeError(`${what}: page count must be a positive integer, got ${count}`);
-    if (addr % PAGE !== 0n) throw new RangeError(`${what}: address ${hex(addr)} is not 4 KiB aligned`);
-  }
   private checkGpa(what: string, gpa: bigint, count: number): void {
-    this.checkPages(what, gpa, count);
+    checkPages(what, gpa, count);
     if (gpa < 0n || gpa + BigInt(count) * PAGE > this.gpaLimit) {
       throw new RangeError(`${what}: GPA ${hex(gpa)} + ${count} pages is outside the plane area 0..${hex(this.gpaLimit)} (the top half of GPA space holds the guest's page tables)`);
     }
   }
   private checkGva(what: string, gva: bigint, count: number): void {
-    this.checkPages(what, gva, count);
-    const end = gva + BigInt(count) * PAGE - 1n;
-    const canon = (a: bigint) => a >= 0n && (a < 1n << 47n || (a >= 0xffff800000000000n && a <= 0xffffffffffffffffn));
-    if (!canon(gva) || !canon(end) || (gva < 1n << 47n) !== (end < 1n << 47n)) {
-      throw new RangeError(`${what}: GVA range ${hex(gva)}..${hex(end)} is not canonical (bits 63:47 must all equal)`);
-    }
+    checkCanonicalRange(what, gva, count);
   }
   private leafOrThrow(what: string, gva: bigint) {
     const l = this.gpt.leafEntry(gva);
@@ -169,7 +166,7 @@ export class SimMmu implements Mmu {
       const v = protect ? (l.value & ~EPT_W) | EPT_SW_WP : (l.value | EPT_W) & ~EPT_SW_WP;
       if (v !== l.value) { this.sim.write64(l.hpa, v); changed = true; }
     }
-    if (changed) this.sim.invept(INVEPT_SINGLE, this.sim.cpu().eptp);
+    if (changed) this.sim.invept(INVEPT_SINGLE, this.eptp);
   }
 
   async run(start = 0, h: Handlers = {}): Promise<RunResult> {
@@ -203,7 +200,7 @@ export class SimMmu implements Mmu {
       out.push(gpa + i * PAGE);
     }
     // Cached translations remember D = 1; drop them so the next write sets D again.
-    if (out.length) this.sim.invept(INVEPT_SINGLE, this.sim.cpu().eptp);
+    if (out.length) this.sim.invept(INVEPT_SINGLE, this.eptp);
     return out;
   }
 
@@ -217,11 +214,16 @@ export class SimMmu implements Mmu {
   }
 
   private frameHpa(frame: number, offset: number, len: number): bigint {
-    if (!Number.isInteger(frame) || frame < 0 || frame >= this.frames) throw new RangeError(`frame ${frame} is outside the pool of ${this.frames} frames`);
-    if (!Number.isInteger(offset) || offset < 0 || offset + len > 4096) throw new RangeError(`frame ${frame}: bytes ${offset}..${offset + len} are outside the 4 KiB frame`);
+    checkFrameRange(this.frames, frame, offset, len);
     return this.poolBase + BigInt(frame) * PAGE + BigInt(offset);
   }
   readFrame(frame: number, offset: number, len: number): Uint8Array { return this.sim.readBytes(this.frameHpa(frame, offset, len), len); }
+  readFrameInto(frame: number, offset: number, len: number, dst: Uint8Array, at: number): void {
+    checkFrameRange(this.frames, frame, offset, len);
+    // The pool starts at poolBase (< 2^32: it is in the WASM memory) and phys is a view, not a copy.
+    const start = this.poolStart + frame * 4096 + offset;
+    dst.set(this.sim.phys.subarray(start, start + len), at);
+  }
   writeFrame(frame: number, offset: number, bytes: Uint8Array): void { this.sim.writeBytes(this.frameHpa(frame, offset, bytes.length), bytes); }
 
   private sppRoot: bigint | null = null;
@@ -248,7 +250,7 @@ export class SimMmu implements Mmu {
     const l = this.eptLeafOrThrow('setSubPageWrites', gpa);
     const v = (l.value & ~EPT_W) | EPT_SPP;
     if (v !== l.value) this.sim.write64(l.hpa, v);
-    this.sim.invept(INVEPT_SINGLE, this.sim.cpu().eptp);
+    this.sim.invept(INVEPT_SINGLE, this.eptp);
   }
 
   /** Host memory holding paging structures so far: EPT, guest page tables and the PML page. */

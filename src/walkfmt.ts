@@ -5,6 +5,7 @@
 import type { Sim, Step, FaultRecord } from './sim.ts';
 import * as C from './consts.ts';
 import { addrMaskFor } from './space.ts';
+import { groupOfField } from './mmu.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Report types (all JSON-safe)
@@ -73,10 +74,13 @@ export interface WalkReport {
 // Decoding
 
 export const hex = (v: bigint | number) => '0x' + v.toString(16);
-const hex16 = (v: bigint) => '0x' + v.toString(16).padStart(16, '0');
-const LEVEL = ['', 'PTE', 'PDE', 'PDPTE', 'PML4E'];
-const TABLE = ['', 'PT', 'PD', 'PDPT', 'PML4'];
-const PAGE = ['', '4 KiB', '2 MiB', '1 GiB'];
+/** A 64-bit entry value, all 16 digits. */
+export const hex16 = (v: bigint) => '0x' + BigInt.asUintN(64, v).toString(16).padStart(16, '0');
+/** Entry names by level (1 PTE .. 4 PML4E), the tables they sit in, and the page a leaf at that level maps. */
+export const LEVEL_NAMES: readonly string[] = ['', 'PTE', 'PDE', 'PDPTE', 'PML4E'];
+export const TABLE_NAMES: readonly string[] = ['', 'PT', 'PD', 'PDPT', 'PML4'];
+export const PAGE_NAMES: readonly string[] = ['', '4 KiB', '2 MiB', '1 GiB'];
+const LEVEL = LEVEL_NAMES, TABLE = TABLE_NAMES, PAGE = PAGE_NAMES;
 const shiftOf = (level: number) => BigInt(3 + 9 * level);
 const indexAt = (a: bigint, level: number) => Number((a >> shiftOf(level)) & 511n);
 const bit = (n: number) => 1n << BigInt(n);
@@ -107,8 +111,8 @@ export function guestBits(v: bigint, level: number): string[] {
   add(C.PTE_PS, level === 1 ? 'PAT' : 'PS');
   if (leaf) add(C.PTE_G, 'G');
   add(C.PTE_SW_WP, 'SW_WP');
-  const group = Number((v & C.PTE_SW_GROUP) >> C.PTE_SW_GROUP_SHIFT);
-  if (leaf && group) out.push(`SW_GROUP=${2 ** group}`);
+  const group = groupOfField(v);
+  if (leaf && group > 1) out.push(`SW_GROUP=${group}`);
   if (leaf && level > 1) add(C.PTE_PAT_LARGE, 'PAT');
   add(C.PTE_XD, 'XD');
   return out;
@@ -395,6 +399,45 @@ function rightsReason(guest: WalkRef[], a: { kind: string; user: boolean }, cpu:
 }
 
 // ---------------------------------------------------------------------------------------------
+// Grouping the references
+
+/** Where an entry is: guest entries by GPA and HPA, EPT and SPP entries by HPA. */
+export const entryAddress = (ref: WalkRef) => (ref.table === 'guest' ? `GPA ${ref.addr} = HPA ${ref.hpa}` : `HPA ${ref.addr}`);
+
+export interface WalkGroup {
+  /**
+   * 'guest': one guest entry; 'ept': the EPT walk that locates a guest entry's GPA; 'final': the
+   * EPT walk of the final GPA; 'spp': the SPP table reads
+   */
+  kind: 'guest' | 'ept' | 'final' | 'spp';
+  /** the guest entry's level ('guest'), the level of the guest entry the EPT walk locates ('ept'; -1 if unknown), 0 otherwise */
+  level: number;
+  /** consecutive references, in walk order */
+  refs: WalkRef[];
+}
+
+/**
+ * The references in walk order, cut into groups: each guest entry on its own, and each run of
+ * EPT (or SPP) references made for the same thing. Every reference is in exactly one group.
+ */
+export function walkGroups(refs: readonly WalkRef[]): WalkGroup[] {
+  const out: WalkGroup[] = [];
+  let k = 0;
+  while (k < refs.length) {
+    const first = refs[k]!;
+    if (first.table === 'guest') { out.push({ kind: 'guest', level: first.level, refs: [first] }); k++; continue; }
+    let end = k;
+    while (end < refs.length && refs[end]!.table === first.table && refs[end]!.for === first.for) end++;
+    const group = refs.slice(k, end);
+    if (first.table === 'spp') out.push({ kind: 'spp', level: 0, refs: group });
+    else if (first.for === 'final GPA') out.push({ kind: 'final', level: 0, refs: group });
+    else out.push({ kind: 'ept', level: LEVEL.indexOf(first.for.replace('guest ', '')), refs: group });
+    k = end;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Text rendering
 
 export interface FormatOptions {
@@ -426,7 +469,7 @@ export function formatWalk(r: WalkReport, opts: FormatOptions = {}): string {
   out.push(`  GVA fields: PML4 index ${ix.pml4}, PDPT index ${ix.pdpt}, PD index ${ix.pd}, PT index ${ix.pt}, page offset ${ix.offset}`);
   out.push('');
 
-  const addrCell = (ref: WalkRef) => (ref.table === 'guest' ? `GPA ${ref.addr} = HPA ${ref.hpa}` : `HPA ${ref.addr}`);
+  const addrCell = entryAddress;
   const last = r.references.length;
   const wNum = opts.compact ? `${last}-${last}`.length : String(last).length + 1;
   const wName = Math.max(5, ...r.references.map((x) => x.name.length));
@@ -442,25 +485,21 @@ export function formatWalk(r: WalkReport, opts: FormatOptions = {}): string {
   if (r.references.length) out.push(p.dim(`  ${'#'.padStart(wNum)}  ${'entry'.padEnd(wName)}  ${'address'.padEnd(wAddr)}  ${'value'.padEnd(18)}  ${'flags'.padEnd(wBits)}  note`));
 
   // Group the references: each EPT walk, then the guest entry it located; the final GPA's walk.
-  let k = 0;
   const refs = r.references;
+  const groups = walkGroups(refs);
   let prevGuest: WalkRef | null = null;
-  while (k < refs.length) {
-    const first = refs[k]!;
-    if (first.table === 'guest') { out.push(row(first)); prevGuest = first; k++; continue; }
-    let end = k;
-    while (end < refs.length && refs[end]!.table === first.table && refs[end]!.for === first.for) end++;
-    const group = refs.slice(k, end);
+  for (const [gi, { kind, level, refs: group }] of groups.entries()) {
+    const first = group[0]!;
+    if (kind === 'guest') { out.push(row(first)); prevGuest = first; continue; }
     let header: string;
-    if (first.table === 'spp') header = `sub-page permissions for GPA ${first.input} (a write the EPT denies, on a page with SPP):`;
-    else if (first.for === 'final GPA') header = `final GPA ${first.input}, translated through the EPT:`;
+    if (kind === 'spp') header = `sub-page permissions for GPA ${first.input} (a write the EPT denies, on a page with SPP):`;
+    else if (kind === 'final') header = `final GPA ${first.input}, translated through the EPT:`;
     else {
-      const level = LEVEL.indexOf(first.for.replace('guest ', ''));
       const table = level === 4 ? `CR3 ${hex(BigInt(r.cpu.cr3) & ~0xfffn)}` : `${TABLE[level]} ${prevGuest ? hex(BigInt(first.input) & ~0xfffn) : '?'}`;
       const idx = [0, ix.pt, ix.pd, ix.pdpt, ix.pml4][level]!;
       header = `${first.for} at GPA ${first.input} (${table} + 8 x ${idx}), translated through the EPT:`;
     }
-    const failed = group.some((x) => x.notPresent || x.reserved) || end === refs.length;
+    const failed = group.some((x) => x.notPresent || x.reserved) || gi === groups.length - 1;
     if (opts.compact && !failed && first.table === 'ept') {
       const leaf = group[group.length - 1]!;
       const range = group.length > 1 ? `${first.n}-${leaf.n}` : `${first.n}`;
@@ -470,7 +509,6 @@ export function formatWalk(r: WalkReport, opts: FormatOptions = {}): string {
       out.push(p.cyan(`  ${' '.repeat(wNum)}  ${header}`));
       for (const x of group) out.push(row(x));
     }
-    k = end;
   }
   if (refs.length === 0) out.push(p.dim('  (no memory references)'));
   out.push('');

@@ -11,6 +11,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CheckpointWriter, _testHooks, type CheckpointMeta, type Unit } from '../src/checkpoint/writer.ts';
 import { CheckpointError, readManifest, restoreImage, verifyChain } from '../src/checkpoint/restore.ts';
+import { rng, type SeededRandom } from './support/rng.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const tmp = mkdtempSync(join(tmpdir(), 'granule-checkpoint-'));
@@ -25,35 +26,18 @@ const META: CheckpointMeta = {
 // Tests that are not about durability skip fsync to stay fast.
 const FAST = { sync: false } as const;
 
-function rng(seed: number) {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 type Image = Map<number, Uint8Array>;
 const copyImage = (img: Image): Image => new Map([...img].map(([f, b]) => [f, b.slice()]));
 
-function randomBytes(r: () => number, len: number): Uint8Array {
-  const b = new Uint8Array(len);
-  for (let i = 0; i < len; i++) b[i] = (r() * 256) | 0;
-  return b;
-}
-
 /** Units of one epoch: mixed sizes, repeats and overlaps within a frame, and some frames new since the base. */
-function randomUnits(r: () => number, frames: number, count: number): Unit[] {
+function randomUnits(r: SeededRandom, frames: number, count: number): Unit[] {
   const units: Unit[] = [];
   for (let i = 0; i < count; i++) {
     const frame = r() < 0.1 ? frames + ((r() * 8) | 0) : (r() * frames) | 0;
     const size = [1, 8, 64, 64, 128, 4096, 100][(r() * 7) | 0]!;
     const offset = size === 4096 ? 0 : Math.min(4096 - size, (r() * 4096) | 0);
-    units.push({ frame, offset, bytes: randomBytes(r, size) });
-    if (r() < 0.2) units.push({ frame, offset: Math.max(0, offset - 3), bytes: randomBytes(r, Math.min(size, 4096 - Math.max(0, offset - 3))) });
+    units.push({ frame, offset, bytes: r.bytes(size) });
+    if (r() < 0.2) units.push({ frame, offset: Math.max(0, offset - 3), bytes: r.bytes(Math.min(size, 4096 - Math.max(0, offset - 3))) });
   }
   return units;
 }
@@ -77,7 +61,7 @@ function assertImage(got: Image, want: Image, what: string): void {
 function writeRandom(dir: string, seed: number, frames: number, epochs: number, unitsPerEpoch: number, opts: object = FAST): Image[] {
   const r = rng(seed);
   const img: Image = new Map();
-  for (let f = 0; f < frames; f++) img.set(f * 3, randomBytes(r, 4096)); // sparse frame numbers
+  for (let f = 0; f < frames; f++) img.set(f * 3, r.bytes(4096)); // sparse frame numbers
   const w = CheckpointWriter.create(dir, META, opts);
   w.writeBase([...img].map(([frame, bytes]) => ({ frame, bytes })));
   const images = [copyImage(img)];
@@ -115,13 +99,13 @@ test('increments larger than a block, empty increments and a base-only checkpoin
   const dir = fresh();
   const r = rng(3);
   const base = new Map<number, Uint8Array>();
-  for (let f = 0; f < 300; f++) base.set(f, f % 2 ? randomBytes(r, 4096) : new Uint8Array(4096).fill(f & 0xff));
+  for (let f = 0; f < 300; f++) base.set(f, f % 2 ? r.bytes(4096) : new Uint8Array(4096).fill(f & 0xff));
   const w = CheckpointWriter.create(dir, META, FAST);
   const b = w.writeBase([...base].map(([frame, bytes]) => ({ frame, bytes })));
   assert.is(b.dataBytes, 300 * 4096);
   // 20 000 64-byte units in random order: several 1 MiB blocks of unit records
   const units: Unit[] = [];
-  for (let i = 0; i < 20000; i++) units.push({ frame: (r() * 400) | 0, offset: ((r() * 64) | 0) * 64, bytes: randomBytes(r, 64) });
+  for (let i = 0; i < 20000; i++) units.push({ frame: (r() * 400) | 0, offset: ((r() * 64) | 0) * 64, bytes: r.bytes(64) });
   w.writeIncrement(1, units);
   const empty = w.writeIncrement(2, []);
   assert.is(empty.units, 0);

@@ -99,7 +99,7 @@ async function runScenario(mmu: Mmu, s: Scenario): Promise<Observed> {
     // some epochs skip it, and only the guest page-table sync makes their re-protection take.
     obs.ept.push(harvests(s, e) ? Array.from({ length: s.planes }, (_, p) => mmu.harvestEptDirty(kvmPlaneGpa(p), F).map((g) => Number(g - kvmPlaneGpa(0)))) : []);
   }
-  for (let f = 0; f < F; f++) obs.frames.set(mmu.readFrame(f, 0, PAGE), f * PAGE);
+  for (let f = 0; f < F; f++) mmu.readFrameInto(f, 0, PAGE, obs.frames, f * PAGE);
   return obs;
 }
 

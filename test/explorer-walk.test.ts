@@ -4,27 +4,18 @@
 // invlpg, and the practice generator (deterministic, always loadable, solved by explainWalk).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { main } from '../src/cli.ts';
+import { cliWalk } from './support/cli.ts';
 import { demoSpace, loadSpace, parseSpace, DEMO_SPACE_JSON } from '../src/describe.ts';
-import { explainWalk, type WalkReport } from '../src/walkfmt.ts';
+import { explainWalk, hex, type WalkReport } from '../src/walkfmt.ts';
 import { ACC_READ, ACC_WRITE, ACC_USER, PTE_RW, PTE_D, EPT_D, INVEPT_SINGLE } from '../src/consts.ts';
 import { tlbEntries, tlbLookup, tlbPredict, tlbEntriesFor } from '../src/tlbview.ts';
 import {
   parseGva, parseEntryValue, accOf, faultLabel, recordLabel, outcomeHpa, walkSections, flagOptions, withFlag, refStatus,
-  bitMeaning, editTexts, guestRows, eptRows, counterDelta, tlbRows, staleNote, tlbStaleText, DEMO_EXAMPLES, hex, type AccessKind,
+  bitMeaning, editTexts, guestRows, eptRows, counterDelta, tlbRows, staleNote, tlbStaleText, DEMO_EXAMPLES, type AccessKind,
 } from '../explorer/walk-model.ts';
 import {
   generateProblem, solveProblem, checkAnswer, canonicalAnswer, parseAnswer, parseSeed, guestPath, Rng,
 } from '../explorer/practice-model.ts';
-
-/** `granule walk ... --json`, run in-process. */
-async function cliWalk(gva: bigint, kind: AccessKind, user: boolean): Promise<WalkReport & { space: unknown }> {
-  let out = '';
-  const argv = ['node', 'granule', 'walk', hex(gva), '-a', kind === 'write' ? 'w' : kind === 'fetch' ? 'x' : 'r', '--json', ...(user ? ['--user'] : [])];
-  const code = await main(argv, { out: (s) => { out += s; }, err: () => {}, color: false });
-  assert.is(code, 0, `granule ${argv.slice(2).join(' ')} exits 0`);
-  return JSON.parse(out);
-}
 
 // ---------------------------------------------------------------------------------------------
 // Outcome labels and steps, against the CLI

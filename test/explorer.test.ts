@@ -12,11 +12,16 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type Page } from 'playwright-core';
+import { findChromium, launchOptions, NO_CHROMIUM } from './support/browser.ts';
+import { cliWalk } from './support/cli.ts';
 import { startExplorerServer, resolveRequestPath, contentType, type ExplorerServer } from '../src/explore.ts';
 import { main } from '../src/cli.ts';
 import { InputError } from '../src/cli-io.ts';
 import { TraceWriter } from '../src/trace/writer.ts';
 import { EV_WRITE } from '../src/trace/events.ts';
+import { compareTrace } from '../src/monitor/compare.ts';
+import type { CompareResult } from '../src/report/types.ts';
+import { PAGE_KEY } from '../explorer/sweep-model.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const built = join(root, 'build', 'explorer');
@@ -189,14 +194,14 @@ test('granule explore: prints where it serves, serves it, and keeps running unti
 // ---------------------------------------------------------------------------------------------
 // The page, in chromium
 
-const executable = [process.env.CHROMIUM, '/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p): p is string => !!p && existsSync(p));
+const executable = findChromium();
 
 async function openBrowser(): Promise<Browser | null> {
   if (!executable) {
-    console.log('  (skipping the browser tests: no chromium at $CHROMIUM or /usr/bin/chromium; apt-get install chromium)');
+    console.log(`  (skipping the browser tests: ${NO_CHROMIUM})`);
     return null;
   }
-  browser ??= await chromium.launch({ executablePath: executable, args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'] });
+  browser ??= await chromium.launch(launchOptions(executable));
   return browser;
 }
 
@@ -311,30 +316,24 @@ test('page: every view mounts without an error when its tab is shown; a screensh
   await page.close();
 });
 
-/** `granule walk ... --json`, the CLI's answer the page must show. */
-function cliWalk(gva: string, kind: 'r' | 'w' | 'x', user: boolean): { kind: string; hpa?: string; errorCodeHex?: string; qualificationHex?: string } {
-  const r = spawnSync(process.execPath, [join(root, 'bin', 'granule.js'), 'walk', gva, '-a', kind, ...(user ? ['-u'] : []), '--json'], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`granule walk ${gva}: ${r.stderr}`);
-  return (JSON.parse(r.stdout) as { outcome: { kind: string; hpa?: string; errorCodeHex?: string; qualificationHex?: string } }).outcome;
-}
-
 test('walk view: the HPA or fault shown for the demo addresses is granule walk --json\'s; an Access fills the TLB', async () => {
   const opened = await openView('walk');
   if (!opened) return;
   const { page, problems } = opened;
-  const cases: [string, 'r' | 'w' | 'x', boolean][] = [['0x401234', 'r', true], ['0x401234', 'w', true], ['0x406000', 'r', false], ['0x405000', 'w', false], ['0x600123', 'r', true], ['0x404008', 'w', true]];
-  const kindName = { r: 'read', w: 'write', x: 'fetch' } as const;
+  const cases: [string, 'read' | 'write' | 'fetch', boolean][] = [
+    ['0x401234', 'read', true], ['0x401234', 'write', true], ['0x406000', 'read', false], ['0x405000', 'write', false], ['0x600123', 'read', true], ['0x404008', 'write', true],
+  ];
   for (const [gva, kind, user] of cases) {
     await page.fill('[data-testid=walk-gva]', gva);
-    await page.selectOption('[data-testid=walk-kind]', kindName[kind]);
+    await page.selectOption('[data-testid=walk-kind]', kind);
     await page.selectOption('[data-testid=walk-user]', user ? 'user' : 'supervisor');
     await page.click('[data-testid=walk-run]');
-    const want = cliWalk(gva, kind, user);
+    const want = (await cliWalk(gva, kind, user)).outcome;
     const fault = page.locator('[data-testid=walk-fault]');
-    const what = `${gva} ${kindName[kind]} ${user ? 'user' : 'supervisor'}`;
+    const what = `${gva} ${kind} ${user ? 'user' : 'supervisor'}`;
     assert.is(await fault.getAttribute('data-kind'), want.kind, `${what}: outcome kind`);
     if (want.kind === 'ok') assert.is((await page.locator('[data-testid=walk-hpa]').textContent())?.trim(), want.hpa, `${what}: HPA`);
-    else assert.is(await fault.getAttribute('data-code'), want.errorCodeHex ?? want.qualificationHex ?? '', `${what}: error code or qualification`);
+    else assert.is(await fault.getAttribute('data-code'), want.kind === 'pf' ? want.errorCodeHex : want.kind === 'ept-violation' ? want.qualificationHex : '', `${what}: error code or qualification`);
     assert.ok(await page.locator('[data-testid=walk-steps] tr[data-ref]').count() > 0, `${what}: the steps are shown`);
   }
   // An architectural access: a miss, then a hit from the entry it filled.
@@ -373,15 +372,18 @@ test('practice view: a seeded problem, a wrong answer told so, the revealed answ
   await page.close();
 });
 
-/** `granule compare --json` on a bundled trace, once per epoch length. */
-const compared = new Map<number, { rows: { mode: string; layout: string; granularity: number | string; checkpointBytes: number; faults: number }[] }>();
-function cliCompare(trace: string, epochWrites: number) {
-  let r = compared.get(epochWrites);
+/**
+ * What `granule compare` finds for a bundled trace (compareTrace, in-process), once per trace and
+ * epoch length: only the runs the test looks at (gpt-wp at the unit sizes it moves through; page
+ * level and SPP come with every comparison).
+ */
+const compared = new Map<string, Promise<CompareResult>>();
+function cliCompare(trace: string, epochWrites: number): Promise<CompareResult> {
+  const key = `${trace}|e${epochWrites}`;
+  let r = compared.get(key);
   if (!r) {
-    const p = spawnSync(process.execPath, [join(root, 'bin', 'granule.js'), 'compare', join(root, 'traces', `${trace}.grt`), '--json', '-e', String(epochWrites)], { encoding: 'utf8', maxBuffer: 1 << 28 });
-    if (p.status !== 0) throw new Error(`granule compare: ${p.stderr}`);
-    r = JSON.parse(p.stdout) as NonNullable<typeof r>;
-    compared.set(epochWrites, r);
+    r = compareTrace(join(root, 'traces', `${trace}.grt`), { modes: ['gpt-wp'], granularities: [4096, 1024, 256, 64], epochWrites });
+    compared.set(key, r);
   }
   return r;
 }
@@ -393,7 +395,7 @@ test('granularity view: the checkpoint bytes and faults shown as the control mov
   const epochWrites = 5000;
   await page.fill('[data-testid=gran-epoch-writes]', String(epochWrites));
   await page.press('[data-testid=gran-epoch-writes]', 'Enter');
-  const cli = cliCompare('kvstore-wasm', epochWrites);
+  const cli = await cliCompare('kvstore-wasm', epochWrites);
   const shown = async (config: string) => {
     await page.waitForSelector(`[data-testid=gran-checkpoint-bytes][data-config="${config}"][data-epoch-writes="${epochWrites}"][data-bytes]`, { timeout: 60_000 });
     return { bytes: Number(await page.getAttribute('[data-testid=gran-checkpoint-bytes]', 'data-bytes')), faults: Number(await page.getAttribute('[data-testid=gran-faults]', 'data-value')) };
@@ -415,7 +417,7 @@ test('granularity view: the checkpoint bytes and faults shown as the control mov
   await shown('gpt-wp/spread/1024');
   assert.ok(performance.now() - t1 < 1000, `a computed setting shows at once (${(performance.now() - t1).toFixed(0)} ms)`);
   await page.selectOption('[data-testid=gran-mode]', 'page');
-  const page0 = await shown('page/packed/4096');
+  const page0 = await shown(PAGE_KEY);
   assert.is(page0.bytes, want('page', 'packed', 4096).checkpointBytes, 'page level');
   await page.selectOption('[data-testid=gran-mode]', 'spp');
   assert.is((await shown('spp/packed/128')).bytes, want('spp', 'packed', 128).checkpointBytes, 'SPP');

@@ -69,6 +69,9 @@ kvmTest('aliases through two planes see the same frame bytes', async () => {
     const r = await mmu.run();
     assert.equal(r, { next: 2, status: 'done', fault: null });
     assert.equal([...mmu.readFrame(3, 64, 4)], [1, 2, 3, 4]);
+    const into = new Uint8Array(8).fill(9);
+    mmu.readFrameInto(3, 64, 4, into, 2);
+    assert.equal([...into], [9, 9, 1, 2, 3, 4, 9, 9]);
     assert.is(mmu.loadXor, 0x04030201n, 'the plane-1 alias read what plane 0 wrote');
     mmu.writeFrame(9, 100, new Uint8Array([0xaa, 0xbb]));
     mmu.batch.reset();
@@ -307,6 +310,7 @@ kvmTest('a run past runTimeoutMs stops the guest, closes the VM and says so', as
   assert.ok(took >= 140 && took < 3000, `took ${took} ms`);
   assert.throws(() => mmu.mapGva(HEAP + 100n * PAGE, PLANE0, 1), /closed/);
   assert.throws(() => mmu.readFrame(0, 0, 1), /closed/);
+  assert.throws(() => mmu.readFrameInto(0, 0, 1, new Uint8Array(1), 0), /closed/);
   await mmu.close();
 });
 
@@ -357,6 +361,7 @@ kvmTest('bad requests name the address and the kvm backend\'s rule', async () =>
     assert.throws(() => mmu.mapPlane(PLANE0 + 3n * PAGE, 3, 1), /already mapped/);
     assert.throws(() => mmu.protectGva(HEAP + 0x100000n, 1, true), /0x700000100000 is not mapped/);
     assert.throws(() => mmu.readFrame(16, 0, 1), /outside the pool/);
+    assert.throws(() => mmu.readFrameInto(16, 0, 1, new Uint8Array(1), 0), /outside the pool/);
     assert.equal(await mmu.run(), { next: 0, status: 'done', fault: null }, 'an empty batch');
     mmu.batch.push(HEAP, R, 8);
     mmu.batch.push(HEAP, 3 | ACC_USER, 8); // kind 3 is no access kind: the player refuses the record

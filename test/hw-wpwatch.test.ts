@@ -138,7 +138,7 @@ wpTest('host: one watch per view; bad ranges, a closed watch and an overflowing 
 function anonView(): void {
   const m = GuestMemory.create(PAGE);
   try {
-    (m.native as unknown as { view(): unknown }).view();
+    m.native.view();
   } finally {
     m.close();
   }

@@ -18,7 +18,6 @@ const OWN = 0x10_0000_0000;
 const MODES: MonitorMode[] = ['gpt-wp', 'ept-wp', 'ept-dirty', 'pml', 'spp'];
 const UNITS = [64, 128, 256, 512, 1024, 2048, 4096];
 
-const randomBytes = (r: () => number, n: number) => Uint8Array.from({ length: n }, () => (r() * 256) | 0);
 /** Byte arrays compared with a short message: the first difference, not a dump of every byte. */
 function sameBytes(got: Uint8Array, want: Uint8Array, what: string): void {
   if (got.length === want.length && Buffer.compare(got, want) === 0) return;
@@ -156,7 +155,7 @@ test('a frame\'s bytes set by the host are what every object reads through its o
   populate(alloc, rng(3));
   const r = rng(4);
   for (const s of slabs) {
-    const bytes = randomBytes(r, PAGE);
+    const bytes = r.bytes(PAGE);
     space.mmu.writeFrame(s.f, 0, bytes);
     for (let j = 0; j < s.k; j++) sameBytes(readGvaWalk(space, V(s.allocFrame, j) + j * s.cls, s.cls), bytes.subarray(j * s.cls, (j + 1) * s.cls), `frame ${s.f} slot ${j}`);
   }
@@ -171,7 +170,7 @@ test('aliases see the same bytes: a write through V(f, j) is in the frame and un
       const written = new Map<Placement, Uint8Array>();
       for (const p of objs) {
         if (p.cls === null || r() < 0.5) continue;
-        const bytes = randomBytes(r, p.size);
+        const bytes = r.bytes(p.size);
         await write(space, p.addr, bytes);
         written.set(p, bytes);
       }
@@ -183,7 +182,7 @@ test('aliases see the same bytes: a write through V(f, j) is in the frame and un
       }
       // A write through another alias lands in the same bytes (the hardware does not know which V page "owns" a slot).
       const p = [...written.keys()].find((x) => x.cls === 64 && x.slot > 2)!;
-      const other = randomBytes(r, 8);
+      const other = r.bytes(8);
       await write(space, V(p.frame, 1) + p.slot * 64, other);
       sameBytes(readGvaWalk(space, p.addr, 8), other, `${mode}/${unit}: alias write`);
     }
@@ -196,8 +195,8 @@ test('setGranularity regroups by rewriting the frame\'s guest PTEs only: address
   const r = rng(12);
   const ownPage = OWN + 7 * PAGE;
   space.mapOwnPage(ownPage);
-  await write(space, ownPage + 100, randomBytes(r, 64));
-  for (const p of objs) await write(space, p.addr, randomBytes(r, Math.min(p.size, 3000)));
+  await write(space, ownPage + 100, r.bytes(64));
+  for (const p of objs) await write(space, p.addr, r.bytes(Math.min(p.size, 3000)));
   space.harvest();
   const bytesOf = new Map(objs.map((p) => [p, readGvaWalk(space, p.addr, p.size)]));
   const frames0 = allFrames(space);

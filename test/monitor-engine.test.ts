@@ -20,7 +20,7 @@ import { TraceWriter } from '../src/trace/writer.ts';
 import { EV_READ, EV_WRITE } from '../src/trace/events.ts';
 import { ACC_READ, ACC_USER, ACC_WRITE, EPT_ADDR } from '../src/consts.ts';
 import type { FaultRecord } from '../src/sim.ts';
-import { rng } from './support/rng.ts';
+import { rng, type SeededRandom } from './support/rng.ts';
 import { kvmUnavailable } from '../src/backend.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -32,7 +32,6 @@ const fresh = (name: string) => join(tmp, `${seq++}-${name}`);
 const MODES: MonitorMode[] = ['gpt-wp', 'ept-wp', 'ept-dirty', 'pml'];
 const OWN = 0x10_0000_0000;
 
-const randomBytes = (r: () => number, n: number) => Uint8Array.from({ length: n }, () => (r() * 256) | 0);
 /** Byte arrays compared with a short message: the first difference, not a dump of every byte. */
 function sameBytes(got: Uint8Array, want: Uint8Array, what: string): void {
   if (got.length === want.length && Buffer.compare(got, want) === 0) return;
@@ -90,7 +89,7 @@ async function bruteForce(mode: MonitorMode, unit: number | 'mixed', seed: numbe
   }
 }
 
-async function bruteForceIn(space: MonitoredSpace, mode: MonitorMode, unit: number | 'mixed', r: () => number, start: number, o: { epochs?: number; writes?: number }) {
+async function bruteForceIn(space: MonitoredSpace, mode: MonitorMode, unit: number | 'mixed', r: SeededRandom, start: number, o: { epochs?: number; writes?: number }) {
   /** pool frame -> slot size and slots per unit (the model's own bookkeeping) */
   const slab = new Map<number, { cls: number; m: number }>();
   const alloc = new SpreadAllocator({
@@ -178,7 +177,7 @@ async function bruteForceIn(space: MonitoredSpace, mode: MonitorMode, unit: numb
         }
       }
       if (isRead) { await push(gva, ACC_READ | ACC_USER, n, null); continue; }
-      const v = randomBytes(r, n);
+      const v = r.bytes(n);
       await push(gva, ACC_WRITE | ACC_USER, n, v);
       let k = 0;
       for (const q of pieces) {
@@ -273,6 +272,21 @@ function writeTrace(events: Ev[]): string {
 const T_HEAP = 0x5555_0000_0000;
 const T_STACK = 0x7ffd_0000_0000;
 
+test('accesses that straddle several objects fill the batch exactly: each is counted in pieces before it is queued', async () => {
+  // Five adjacent 16-byte objects: a 64-byte read over them is four pieces on four V pages, more
+  // than an estimate from the size alone; enough of them reach the batch's end mid-access.
+  const ev: Ev[] = Array.from({ length: 5 }, (_, i) => ({ t: 'alloc' as const, addr: T_HEAP + 16 * i, size: 16 }));
+  ev.push({ t: 'w', addr: T_HEAP, size: 80, value: new Uint8Array(80).fill(7) });
+  for (let i = 0; i < 40_000; i++) ev.push({ t: 'r', addr: T_HEAP, size: 64 });
+  ev.push({ t: 'w', addr: T_HEAP + 8, size: 64, value: new Uint8Array(64).fill(9) });
+  const r = await runMonitor(writeTrace(ev), { mode: 'gpt-wp', layout: 'spread', granularity: 64, epochWrites: 1000 });
+  try {
+    assert.equal(r.epochs.map((e) => [e.writes, e.dirtyUnits]), [[2, 5]], 'one epoch: both writes, the five objects\' slots');
+  } finally {
+    await r.space.close();
+  }
+});
+
 /** A random trace: objects of all sizes (large ones too), writes with and without values, reads, frees, moving and staying reallocs, stack traffic. */
 function randomTrace(seed: number, n: number): Ev[] {
   const r = rng(seed);
@@ -308,13 +322,13 @@ function randomTrace(seed: number, n: number): Ev[] {
       }
     } else if (x < 0.12) {
       const off = Math.floor(r() * 8000);
-      ev.push({ t: r() < 0.6 ? 'w' : 'r', addr: T_STACK + off, size: 8, value: r() < 0.5 ? randomBytes(r, 8) : undefined });
+      ev.push({ t: r() < 0.6 ? 'w' : 'r', addr: T_STACK + off, size: 8, value: r() < 0.5 ? r.bytes(8) : undefined });
     } else {
       const o = live[Math.floor(r() * live.length)]!;
       const off = Math.floor(r() * o.size);
       const size = 1 + Math.floor(r() * Math.min(64, o.size - off));
       const isWrite = r() < 0.6;
-      ev.push({ t: isWrite ? 'w' : 'r', addr: o.addr + off, size, value: isWrite && r() < 0.5 ? randomBytes(r, size) : undefined });
+      ev.push({ t: isWrite ? 'w' : 'r', addr: o.addr + off, size, value: isWrite && r() < 0.5 ? r.bytes(size) : undefined });
     }
   }
   return ev;
@@ -403,7 +417,7 @@ test('engine: each epoch\'s dirty units and checkpoint bytes equal the units com
 });
 
 const bytes = (...b: number[]) => Uint8Array.from(b);
-const fill = (n: number, seed: number) => randomBytes(rng(seed), n);
+const fill = (n: number, seed: number) => rng(seed).bytes(n);
 
 test('engine: realloc moves the object\'s bytes to its new place, and a staying realloc keeps them where they are', async () => {
   const A = T_HEAP, B = T_HEAP + 0x1000, C = T_HEAP + 0x2000, D = T_HEAP + 0x8000, E = T_HEAP + 0x20000;

@@ -77,7 +77,7 @@ kvmTest('a mode KVM cannot run (spp) is refused with the reason, before anything
     await MonitoredSpace.create({ mode: 'spp', backend: 'kvm', frames: 64 });
     assert.unreachable('spp on kvm');
   } catch (e) {
-    assert.match((e as Error).message, /--backend kvm --mode spp: .*KVM offers no SPP.*use --backend sim/);
+    assert.match((e as Error).message, /--backend kvm: sub-page write permissions \(spp\): KVM offers no SPP.*use --backend sim/);
   }
   const auto = await MonitoredSpace.create({ mode: 'spp', backend: 'auto', frames: 64 });
   assert.is(auto.mmu.backend, 'sim');

@@ -5,7 +5,7 @@ import * as assert from 'uvu/assert';
 import { Replayer, type ReplayResult } from '../src/replay/replay.ts';
 import { kvmUnavailable } from '../src/backend.ts';
 import type { TraceEvent } from '../src/trace/events.ts';
-import { rng } from './support/rng.ts';
+import { Rng } from '../src/rng.ts';
 import { toBlock } from './support/events.ts';
 
 const why = kvmUnavailable();
@@ -35,13 +35,13 @@ async function sameOnBoth(ev: TraceEvent[]): Promise<ReplayResult> {
 
 test('the same events give the same epochs, units and faults on KVM as on the simulator', async () => {
   if (why) return;
-  const r = rng(11);
+  const r = new Rng(11);
   const bases = [0x4000000, 0x1ffeff0000, 0x55555554a000];
   const ev: TraceEvent[] = [];
   for (let i = 0; i < 3000; i++) {
-    const addr = bases[Math.floor(r() * bases.length)]! + Math.floor(r() * 6 * 4096);
-    const size = [1, 2, 4, 8, 16, 64, 3][Math.floor(r() * 7)]!;
-    ev.push({ type: r() < 0.5 ? 'write' : r() < 0.5 ? 'modify' : 'read', addr, size });
+    const addr = bases[Math.floor(r.float() * bases.length)]! + Math.floor(r.float() * 6 * 4096);
+    const size = [1, 2, 4, 8, 16, 64, 3][Math.floor(r.float() * 7)]!;
+    ev.push({ type: r.float() < 0.5 ? 'write' : r.float() < 0.5 ? 'modify' : 'read', addr, size });
   }
   await sameOnBoth(ev);
 });
@@ -49,7 +49,7 @@ test('the same events give the same epochs, units and faults on KVM as on the si
 test('low addresses (valgrind\'s client area, a wasm linear memory from 0) replay on KVM as on the simulator', async () => {
   if (why) return;
   // The KVM guest keeps its own mappings in the upper half, so GVAs from 0 up are the trace's.
-  const r = rng(12);
+  const r = new Rng(12);
   const ev: TraceEvent[] = [
     { type: 'write', addr: 0x108040, size: 8 },
     { type: 'write', addr: 0x15cc, size: 4 },
@@ -58,9 +58,9 @@ test('low addresses (valgrind\'s client area, a wasm linear memory from 0) repla
   ];
   // wasm-like: a shadow stack below 0x10000, data and heap above it, all within the first 1.2 MiB.
   for (let i = 0; i < 3000; i++) {
-    const addr = r() < 0.4 ? 0x10000 - 8 - Math.floor(r() * 0x2000) : 0x400 + Math.floor(r() * 0x120000);
-    const size = [1, 2, 4, 8, 16, 64, 3][Math.floor(r() * 7)]!;
-    ev.push({ type: r() < 0.5 ? 'write' : r() < 0.5 ? 'modify' : 'read', addr, size });
+    const addr = r.float() < 0.4 ? 0x10000 - 8 - Math.floor(r.float() * 0x2000) : 0x400 + Math.floor(r.float() * 0x120000);
+    const size = [1, 2, 4, 8, 16, 64, 3][Math.floor(r.float() * 7)]!;
+    ev.push({ type: r.float() < 0.5 ? 'write' : r.float() < 0.5 ? 'modify' : 'read', addr, size });
   }
   const kvm = await sameOnBoth(ev);
   assert.ok(kvm.totals.pagesTouched > 200, `${kvm.totals.pagesTouched} pages touched`);

@@ -5,6 +5,7 @@ import * as assert from 'uvu/assert';
 import { rejects } from 'node:assert/strict';
 import { Replayer, type ReplayOptions, type ReplayResult } from '../src/replay/replay.ts';
 import { EpochBitmap } from '../src/replay/units.ts';
+import { Rng } from '../src/rng.ts';
 import type { TraceEvent } from '../src/trace/events.ts';
 import { toBlock } from './support/events.ts';
 
@@ -120,8 +121,8 @@ test('a trace without writes is one epoch with nothing dirty', async () => {
 });
 
 test('random traces agree with the set computation, whatever the block boundaries', async () => {
-  let x = 0x9e3779b9;
-  const rnd = (n: number) => { x ^= x << 13; x ^= x >>> 17; x ^= x << 5; return (x >>> 0) % n; };
+  const r = new Rng(0x9e3779b9);
+  const rnd = (n: number) => r.int(0, n - 1);
   const bases = [0x10000, 0x7fffe000, 0x55555554a000, 0x7ffc_0000_0000 - 0x3000];
   const ev: TraceEvent[] = [];
   for (let i = 0; i < 6000; i++) {

@@ -3,13 +3,14 @@
 // network, and (with chromium installed) that its charts really draw.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdtempSync, mkdirSync, readFileSync, readdirSync, rmSync, existsSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import type { CompareResult, CompareRow } from '../src/report/types.ts';
 import { formatCompareTable, summarizeCompare, fmtBytes, fmtInt, fmtRatio, fmtPercent, commandText } from '../src/report/table.ts';
 import { renderCompareHtml, writeReport, buildCharts, loadChartJs, escapeHtml, ReportWriteError } from '../src/report/html.ts';
+import { findChromium, CHROMIUM_ARGS, NO_CHROMIUM } from './support/browser.ts';
 
 const FIXTURE = new URL('./fixtures/compare-result.json', import.meta.url);
 const load = (): CompareResult => JSON.parse(readFileSync(FIXTURE, 'utf8'));
@@ -219,16 +220,16 @@ test('html: the page script parses, and in chromium draws every chart without an
   const scripts = [...html.matchAll(/<script>([\s\S]*?)<\/script>/g)].map((m) => m[1]);
   assert.is(scripts.length, 2);
   new Function(scripts[1]); // a syntax error would throw here
-  const chromium = ['/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome'].find((p) => existsSync(p));
+  const chromium = findChromium();
   if (!chromium) {
-    console.log('  (skipping the browser half: no chromium at /usr/bin; apt-get install chromium to run it)');
+    console.log(`  (skipping the browser half: ${NO_CHROMIUM})`);
     return;
   }
   const dir = mkdtempSync(join(tmpdir(), 'granule-report-'));
   try {
     const file = join(dir, 'r.html');
     writeReport(file, html);
-    const run = spawnSync(chromium, ['--headless', '--no-sandbox', '--disable-gpu', '--virtual-time-budget=3000', '--dump-dom', `file://${file}`],
+    const run = spawnSync(chromium, ['--headless', ...CHROMIUM_ARGS, '--virtual-time-budget=3000', '--dump-dom', `file://${file}`],
       { encoding: 'utf8', timeout: 60_000 });
     assert.is(run.status, 0, run.stderr);
     assert.match(run.stdout, `data-charts="${buildCharts(r).length}"`);

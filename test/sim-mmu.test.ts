@@ -29,6 +29,9 @@ test('aliases through two planes see the same frame bytes', async () => {
   const r = await mmu.run();
   assert.is(r.status, 'done');
   assert.equal([...mmu.readFrame(3, 64, 4)], [1, 2, 3, 4]);
+  const into = new Uint8Array(8).fill(9);
+  mmu.readFrameInto(3, 64, 4, into, 2);
+  assert.equal([...into], [9, 9, 1, 2, 3, 4, 9, 9]);
   const s = mmu as SimMmu;
   const a = s.sim.access(HEAP + 16n * PAGE + 3n * PAGE + 64n, R, 4);
   const b = s.sim.access(HEAP + 3n * PAGE + 64n, R, 4);
@@ -121,6 +124,8 @@ test('bad requests name the address', async () => {
   assert.throws(() => mmu.mapPlane(0x3000_0000n, 10, 10), /outside the pool/);
   assert.throws(() => mmu.protectGva(HEAP + 0x100000n, 1, true), /0x700000100000 is not mapped/);
   assert.throws(() => mmu.readFrame(16, 0, 1), /outside the pool/);
+  assert.throws(() => mmu.readFrameInto(16, 0, 1, new Uint8Array(1), 0), /outside the pool/);
+  assert.throws(() => mmu.readFrameInto(0, 4000, 100, new Uint8Array(100), 0), /outside the 4 KiB frame/);
 });
 
 test('backend selection says which backend ran and why', async () => {

@@ -19,8 +19,8 @@ import {
   findProgram,
   packageRoot,
   requireTool,
-  wasmImports,
 } from '../src/record/toolchain.ts';
+import { ENV_NOOPS, HOST_ALLOC_IMPORTS, INSTRUMENT_IMPORTS, WASI_MODULE } from '../src/record/wasm-imports.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'granule-toolchain-'));
 const root = packageRoot();
@@ -49,6 +49,7 @@ function shimBuilds(): boolean {
 }
 const haveValgrind = haveCc && available('valgrind') && shimBuilds();
 const skip = (name: string, why: string) => console.log(`  skipped "${name}": ${why}`);
+const wasmImports = (file: string) => WebAssembly.Module.imports(new WebAssembly.Module(readFileSync(file)));
 
 function withPath<T>(path: string, f: () => T): T {
   const saved = { PATH: process.env.PATH, CC: process.env.CC };
@@ -96,19 +97,6 @@ test('requireTool names the tool, its purpose and how to install it', () => {
     assert.throws(() => requireTool('wasm-opt', 'x'), (e: Error) => e instanceof ToolError && /apt-get install -y binaryen/.test(e.message));
     assert.throws(() => buildNative([join(dir, 'x.c')], join(dir, 'x')), (e: Error) => e instanceof ToolError && /^cc not found on PATH/.test(e.message));
   });
-});
-
-test('wasmImports reads the import section', () => {
-  const str = (s: string) => [s.length, ...Buffer.from(s)];
-  const types = [1, 4, 1, 0x60, 0, 0]; // one type: () -> ()
-  const body = [2, ...str('granule'), ...str('free'), 0, 0, ...str('env'), ...str('memory'), 2, 1, 1, 2];
-  const bytes = Uint8Array.from([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0, ...types, 2, body.length, ...body]);
-  assert.equal(wasmImports(bytes), [
-    { module: 'granule', name: 'free', kind: 0 },
-    { module: 'env', name: 'memory', kind: 2 },
-  ]);
-  assert.throws(() => wasmImports(Uint8Array.from([1, 2, 3, 4, 1, 0, 0, 0])), /not a valid wasm module: missing the \\0asm magic at byte offset 0/);
-  assert.throws(() => wasmImports(bytes.subarray(0, bytes.length - 3)), /runs past the end at byte offset/);
 });
 
 test('buildNative surfaces compiler errors and leaves no output', () => {
@@ -243,10 +231,12 @@ for (const w of WORKLOADS) {
   test(`${w.name}: instrumented wasm build agrees with the native build`, async () => {
     if (!haveWasm) return skip(`${w.name} wasm`, 'emcc or wasm-opt not on PATH');
     const wasm = buildWorkload(w.name, 'wasm');
-    const imports = wasmImports(readFileSync(wasm));
+    const imports = wasmImports(wasm);
     for (const i of imports)
       assert.ok(
-        i.module === 'wasi_snapshot_preview1' || i.module === 'granule' || (i.module === 'env' && /^((load|store)_(ptr|val_(i32|i64|f32|f64))|memory_grow_(pre|post))$/.test(i.name)),
+        i.module === WASI_MODULE ||
+          (i.module === 'granule' && HOST_ALLOC_IMPORTS.has(i.name)) ||
+          (i.module === 'env' && (INSTRUMENT_IMPORTS.has(i.name) || ENV_NOOPS.has(i.name))),
         `unexpected import ${i.module}.${i.name}`,
       );
     assert.ok(imports.some((i) => i.module === 'granule' && i.name === 'malloc'));
@@ -272,9 +262,9 @@ test('buildWasm without host malloc or instrumentation links emscripten allocato
   const src = join(dir, 'plain.c');
   writeFileSync(src, '#include <stdlib.h>\n#include <stdio.h>\nint main(int c, char **v) { char *volatile p = malloc(c * 10); p[0] = 1; printf("%d\\n", p[0]); free(p); return 0; }\n');
   const out = buildWasm([src], join(dir, 'plain.wasm'), { instrument: false, hostMalloc: false });
-  const imports = wasmImports(readFileSync(out)).filter((i) => i.module !== 'wasi_snapshot_preview1');
+  const imports = wasmImports(out).filter((i) => i.module !== WASI_MODULE);
   // emscripten's own sbrk tells the embedder when it grows memory; nothing else may be imported.
-  assert.equal(imports, [{ module: 'env', name: 'emscripten_notify_memory_growth', kind: 0 }]);
+  assert.equal(imports, [{ module: 'env', name: 'emscripten_notify_memory_growth', kind: 'function' }]);
 });
 
 test('buildWasm names C symbols that nobody defines', () => {

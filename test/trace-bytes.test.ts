@@ -11,7 +11,7 @@ import * as nodeCodec from '../src/trace/codec.ts';
 import { runMonitor } from '../src/monitor/engine.ts';
 import { TraceError } from '../src/trace/events.ts';
 import { packageRoot } from '../src/record/toolchain.ts';
-import { rng } from './support/rng.ts';
+import { Rng } from '../src/rng.ts';
 
 const path = join(packageRoot(), 'traces', 'kvstore-wasm.grt');
 const bytes = new Uint8Array(readFileSync(path));
@@ -35,9 +35,9 @@ test('fromBytes yields the blocks open yields, and traceInfoBytes the same info'
 });
 
 test('the browser codec: the same CRC-32 as zlib, raw inflate, and Brotli refused with what to do', () => {
-  const r = rng(7);
+  const r = new Rng(7);
   for (const n of [0, 1, 3, 64, 1000, 70_000]) {
-    const data = Uint8Array.from({ length: n }, () => Math.floor(r() * 256));
+    const data = r.bytes(n);
     assert.is(browserCodec.crc32(data), nodeCodec.crc32(data), `crc of ${n} bytes`);
     assert.is(browserCodec.crc32(data.subarray(n >> 1), browserCodec.crc32(data.subarray(0, n >> 1))), nodeCodec.crc32(data), `crc continued, ${n} bytes`);
     const packed = zlib.deflateRawSync(data);

@@ -13,6 +13,7 @@ import {
   EPT_X, EPT_A, EPT_D, EPT_PS, EPT_SPP,
 } from '../src/consts.ts';
 import * as C from '../src/consts.ts';
+import { Rng } from '../src/rng.ts';
 
 const SPACE = {
   physBytes: '16M',
@@ -237,8 +238,8 @@ test('the simulator says why an EPT entry is misconfigured; every reason has wor
     assert.match(eptMisconfigText(m, level, sim.maxPhyAddr), words);
   }
   // The walk's boolean test and the reason agree, on random present entries and both capability settings.
-  let x = 0x9e3779b9;
-  const rnd = () => { x ^= x << 13; x ^= x >>> 17; x ^= x << 5; return BigInt(x >>> 0); };
+  const r = new Rng(0x9e3779b9);
+  const rnd = () => BigInt(r.u32());
   for (const caps of [{ eptExecOnly: false, eptGbPages: false }, { eptExecOnly: true, eptGbPages: true }]) {
     sim.setCpu(caps);
     for (let i = 0; i < 4000; i++) {

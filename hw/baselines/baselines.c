@@ -118,30 +118,15 @@ typedef struct region {
 
 /* ---------- errors ---------- */
 
+/* The errno's name, as hw/src/errors.cc gives it (strerrorname_np: glibc 2.32 and later). */
 static const char *errno_name(int e) {
-  switch (e) {
-  case EPERM: return "EPERM";
-  case ENOENT: return "ENOENT";
-  case EINTR: return "EINTR";
-  case EIO: return "EIO";
-  case EBADF: return "EBADF";
-  case EAGAIN: return "EAGAIN";
-  case ENOMEM: return "ENOMEM";
-  case EACCES: return "EACCES";
-  case EFAULT: return "EFAULT";
-  case EBUSY: return "EBUSY";
-  case EEXIST: return "EEXIST";
-  case ENODEV: return "ENODEV";
-  case EINVAL: return "EINVAL";
-  case ENFILE: return "ENFILE";
-  case EMFILE: return "EMFILE";
-  case ENOTTY: return "ENOTTY";
-  case ENOSPC: return "ENOSPC";
-  case ENOSYS: return "ENOSYS";
-  case EOPNOTSUPP: return "EOPNOTSUPP";
-  case ESRCH: return "ESRCH";
-  default: return "errno";
-  }
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
+  const char *n = strerrorname_np(e);
+  return n ? n : "errno";
+#else
+  (void)e;
+  return "errno";
+#endif
 }
 
 /* "<op> failed: ENAME (n): <advice>" */

@@ -22,16 +22,13 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Napi::Function mem = HostMemory::Define(env);
   d.memoryCtor = Napi::Persistent(mem);
   exports.Set("HostMemory", mem);
-  Napi::Function sys = KvmSystem::Define(env);
-  d.systemCtor = Napi::Persistent(sys);
-  exports.Set("KvmSystem", sys);
+  exports.Set("KvmSystem", KvmSystem::Define(env));
   Napi::Function vm = KvmVm::Define(env);
   d.vmCtor = Napi::Persistent(vm);
   exports.Set("KvmVm", vm);
   InitVcpu(env, exports);
   exports.Set("WriteWatch", WriteWatch::Define(env));
   exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass, "setErrorClass"));
-  exports.Set("pageSize", Napi::Number::New(env, 4096));
   return exports;
 }
 

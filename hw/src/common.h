@@ -35,8 +35,7 @@ using MappingRef = std::shared_ptr<Mapping>;
 
 struct AddonData {
   Napi::FunctionReference errorClass;  // KvmError from src/hw/kvm.ts, once registered
-  Napi::FunctionReference systemCtor, vmCtor, vcpuCtor, memoryCtor;
-  int kickSignal = 0;
+  Napi::FunctionReference vmCtor, vcpuCtor, memoryCtor;
 };
 
 AddonData& Data(Napi::Env env);

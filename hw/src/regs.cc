@@ -24,23 +24,6 @@ void RegsFromJs(Napi::Env env, Napi::Object o, kvm_regs& r) {
 #undef X
 }
 
-static Napi::Object SegToJs(Napi::Env env, const kvm_segment& s) {
-  Napi::Object o = Napi::Object::New(env);
-  o.Set("base", Napi::BigInt::New(env, static_cast<uint64_t>(s.base)));
-  o.Set("limit", s.limit);
-  o.Set("selector", s.selector);
-  o.Set("type", s.type);
-  o.Set("present", s.present);
-  o.Set("dpl", s.dpl);
-  o.Set("db", s.db);
-  o.Set("s", s.s);
-  o.Set("l", s.l);
-  o.Set("g", s.g);
-  o.Set("avl", s.avl);
-  o.Set("unusable", s.unusable);
-  return o;
-}
-
 static uint32_t U32(Napi::Env env, Napi::Value v, const std::string& what) {
   if (v.IsBoolean()) return v.As<Napi::Boolean>().Value() ? 1 : 0;
   uint64_t x = ToU64(env, v, what.c_str());
@@ -60,35 +43,12 @@ static void SegFromJs(Napi::Env env, Napi::Value v, kvm_segment& s, const char* 
 #undef F
 }
 
-static Napi::Object DtToJs(Napi::Env env, const kvm_dtable& d) {
-  Napi::Object o = Napi::Object::New(env);
-  o.Set("base", Napi::BigInt::New(env, static_cast<uint64_t>(d.base)));
-  o.Set("limit", d.limit);
-  return o;
-}
-
 static void DtFromJs(Napi::Env env, Napi::Value v, kvm_dtable& d, const char* name) {
   if (v.IsUndefined()) return;
   Napi::Object o = v.As<Napi::Object>();
   std::string p = std::string("sregs.") + name + ".";
   if (o.Has("base")) d.base = ToU64(env, o.Get("base"), (p + "base").c_str());
   if (o.Has("limit")) d.limit = static_cast<uint16_t>(U32(env, o.Get("limit"), p + "limit"));
-}
-
-Napi::Object SregsToJs(Napi::Env env, const kvm_sregs& s) {
-  Napi::Object o = Napi::Object::New(env);
-#define X(f) o.Set(#f, SegToJs(env, s.f));
-  GRANULE_SEGS(X)
-#undef X
-  o.Set("gdt", DtToJs(env, s.gdt));
-  o.Set("idt", DtToJs(env, s.idt));
-#define X(f) o.Set(#f, Napi::BigInt::New(env, static_cast<uint64_t>(s.f)));
-  GRANULE_CRS(X)
-#undef X
-  Napi::Array bm = Napi::Array::New(env, 4);
-  for (uint32_t i = 0; i < 4; i++) bm.Set(i, Napi::BigInt::New(env, static_cast<uint64_t>(s.interrupt_bitmap[i])));
-  o.Set("interrupt_bitmap", bm);
-  return o;
 }
 
 void SregsFromJs(Napi::Env env, Napi::Object o, kvm_sregs& s) {

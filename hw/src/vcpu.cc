@@ -4,6 +4,7 @@
 #include <csignal>
 #include <cstring>
 #include <ctime>
+#include <vector>
 #include "kvm_abi.h"
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -265,7 +266,6 @@ Napi::Function KvmVcpu::Define(Napi::Env env) {
   return DefineClass(env, "KvmVcpu",
                      {InstanceMethod<&KvmVcpu::GetRegs>("getRegs"),
                       InstanceMethod<&KvmVcpu::SetRegs>("setRegs"),
-                      InstanceMethod<&KvmVcpu::GetSregs>("getSregs"),
                       InstanceMethod<&KvmVcpu::SetSregs>("setSregs"),
                       InstanceMethod<&KvmVcpu::SetCpuid>("setCpuid"),
                       InstanceMethod<&KvmVcpu::Run>("run"),
@@ -342,14 +342,6 @@ Napi::Value KvmVcpu::SetRegs(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-Napi::Value KvmVcpu::GetSregs(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  Idle(env, "getSregs");
-  kvm_sregs s{};
-  if (ioctl(Fd(env), KVM_GET_SREGS, &s) != 0) ThrowErrno(env, "KVM_GET_SREGS");
-  return SregsToJs(env, s);
-}
-
 Napi::Value KvmVcpu::SetSregs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Idle(env, "setSregs");
@@ -396,26 +388,26 @@ Napi::Value KvmVcpu::Kick(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), running_.load());
 }
 
-// harvestDirtyRing() -> [{slot, offset}] for every entry KVM published since the last harvest.
-// Entries are handed back (flag RESET); KVM reuses them after vm.resetDirtyRings().
+// harvestDirtyRing() -> Float64Array [slot, offset, slot, offset, ...]: one pair (the slot, the
+// page offset in it) for every entry KVM published since the last harvest. Entries are handed back
+// (flag RESET); KVM reuses them after vm.resetDirtyRings().
 Napi::Value KvmVcpu::HarvestDirtyRing(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Fd(env);
   if (!ring_) ThrowRange(env, "the dirty ring is not enabled: call vm.enableDirtyRing() before createVcpu()");
-  Napi::Array out = Napi::Array::New(env);
-  uint32_t n = 0;
+  std::vector<double> got;
   for (;;) {
     kvm_dirty_gfn* e = &ring_[ringFetch_ & (ringEntries_ - 1)];
     uint32_t flags = __atomic_load_n(&e->flags, __ATOMIC_ACQUIRE);
     if (!(flags & KVM_DIRTY_GFN_F_DIRTY)) break;
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("slot", e->slot & 0xffff);
-    o.Set("offset", static_cast<double>(e->offset));
-    out.Set(n++, o);
+    got.push_back(e->slot & 0xffff);
+    got.push_back(static_cast<double>(e->offset));
     __atomic_store_n(&e->flags, KVM_DIRTY_GFN_F_RESET, __ATOMIC_RELEASE);
     ringFetch_++;
   }
-  return out;
+  Napi::Float64Array a = Napi::Float64Array::New(env, got.size());
+  if (!got.empty()) std::memcpy(a.Data(), got.data(), got.size() * sizeof(double));
+  return a;
 }
 
 Napi::Value KvmVcpu::Running(const Napi::CallbackInfo& info) {
@@ -445,7 +437,6 @@ void InitVcpu(Napi::Env env, Napi::Object exports) {
     sa.sa_flags = 0;  // no SA_RESTART: KVM_RUN must come back with EINTR
     sigaction(g_kickSignal, &sa, nullptr);
   }
-  Data(env).kickSignal = g_kickSignal;
   Napi::Function f = KvmVcpu::Define(env);
   Data(env).vcpuCtor = Napi::Persistent(f);
   exports.Set("KvmVcpu", f);

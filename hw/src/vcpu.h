@@ -31,7 +31,6 @@ class KvmVcpu : public Napi::ObjectWrap<KvmVcpu> {
   void Idle(Napi::Env env, const char* what) const;
   Napi::Value GetRegs(const Napi::CallbackInfo& info);
   Napi::Value SetRegs(const Napi::CallbackInfo& info);
-  Napi::Value GetSregs(const Napi::CallbackInfo& info);
   Napi::Value SetSregs(const Napi::CallbackInfo& info);
   Napi::Value SetCpuid(const Napi::CallbackInfo& info);
   Napi::Value Run(const Napi::CallbackInfo& info);

@@ -17,7 +17,7 @@ import {
 import { packageRoot } from '../record/toolchain.ts';
 import type { Sim, FaultRecord } from '../sim.ts';
 import type { Counters } from '../counters.ts';
-import { groupField, type Mmu, type PlaneOptions, type GuestPageFlags, type Handlers, type RunResult, type DirtyEntry } from '../mmu.ts';
+import { groupField, checkPages, checkCanonicalRange, checkFrameRange, type Mmu, type PlaneOptions, type GuestPageFlags, type Handlers, type RunResult, type DirtyEntry } from '../mmu.ts';
 import { FramePool, GuestMemory, KvmSystem, WriteWatch, DEFAULT_RUN_TIMEOUT_MS, PAGE_SIZE, type PoolView, type KvmVm, type KvmVcpu, type ExitInfo } from './kvm.ts';
 import { DEFAULT_KVM_DEVICE } from './native.ts';
 
@@ -137,6 +137,11 @@ const TABLE_FLAGS = P | RW | US | A;
 /** PTE_SW_GROUP in the entry's high 32 bits */
 const GROUP_HI = Number(PTE_SW_GROUP >> 32n);
 const LEAF_SYS = PTE_P | PTE_A | PTE_D;
+/** PTE_XD in the entry's high 32 bits */
+const XD_HI = Number(PTE_XD >> 32n);
+/** PTE_ADDR's bits in the entry's high 32 bits (51:32) */
+const ADDR_HI = Number(PTE_ADDR >> 32n);
+const TWO32 = 2 ** 32;
 /** The lower canonical half, GVA 0 .. 2^47: all of it is the trace's on this backend. */
 const LOWER_END = 1n << 47n;
 /** GG.KBASE in the 48-bit form walk() takes. */
@@ -317,7 +322,8 @@ export class KvmMmu implements Mmu {
 
   /** Maps system-region GPAs [gpa, gpa + len) at their upper-half GVAs, GG.KBASE + gpa. */
   private mapSys(gpa: number, len: number, flags: bigint): void {
-    for (let o = 0; o < len; o += PAGE_SIZE) this.dv.setBigUint64(this.walk(KBASE48 + gpa + o, true), BigInt(gpa + o) | flags, true);
+    const lo = Number(flags & 0xffff_ffffn), hi = Number(flags >> 32n);
+    for (let o = 0; o < len; o += PAGE_SIZE) this.writeLeaf(this.walk(KBASE48 + gpa + o, true), gpa + o, lo, hi);
   }
 
   /** The system region's upper-half mapping (docs/guest.md, "Memory layout") and the self-map. */
@@ -408,9 +414,15 @@ export class KvmMmu implements Mmu {
     this.pendingSync.add(pteOff);
   }
 
-  private pte(off: number): bigint { return this.dv.getBigUint64(off, true); }
-  private setPte(off: number, v: bigint): void {
-    this.dv.setBigUint64(off, v, true);
+  /** Writes the entry at `off`: the 4 KiB-aligned address `gpa` (below 2^52, exact in a double)
+   *  with the flag bits `flagsLo` (bits 31:0) and `flagsHi` (bits 63:32), as two 32-bit halves. */
+  private writeLeaf(off: number, gpa: number, flagsLo: number, flagsHi: number): void {
+    this.dv.setUint32(off, ((gpa % TWO32) | flagsLo) >>> 0, true);
+    this.dv.setUint32(off + 4, (Math.floor(gpa / TWO32) | flagsHi) >>> 0, true);
+  }
+  /** writeLeaf, and lists the entry for the guest to re-store (see markSync). */
+  private setLeaf(off: number, gpa: number, flagsLo: number, flagsHi: number): void {
+    this.writeLeaf(off, gpa, flagsLo, flagsHi);
     this.markSync(off);
   }
 
@@ -421,18 +433,9 @@ export class KvmMmu implements Mmu {
     if (this.running) throw new Error(`${what}: the guest is running (await run() first)`);
     if (this.broken) throw new Error(`${what}: ${this.broken}`);
   }
-  private checkPages(what: string, addr: bigint, count: number): void {
-    if (!Number.isInteger(count) || count < 1) throw new RangeError(`${what}: page count must be a positive integer, got ${count}`);
-    if (addr % PAGE !== 0n) throw new RangeError(`${what}: address ${hex(addr)} is not 4 KiB aligned`);
-  }
   /** The 48-bit form of each GVA page, after the checks that matter on this guest. */
   private gvaPages(what: string, gva: bigint, count: number): number {
-    this.checkPages(what, gva, count);
-    const end = gva + BigInt(count) * PAGE - 1n;
-    const canon = (a: bigint) => a >= 0n && (a < 1n << 47n || (a >= 0xffff800000000000n && a <= 0xffffffffffffffffn));
-    if (!canon(gva) || !canon(end) || (gva < 1n << 47n) !== (end < 1n << 47n)) {
-      throw new RangeError(`${what}: GVA range ${hex(gva)}..${hex(end)} is not canonical (bits 63:47 must all equal)`);
-    }
+    const end = checkCanonicalRange(what, gva, count);
     if (gva >= LOWER_END) {
       throw new RangeError(`${what}: GVA range ${hex(gva)}..${hex(end)} is in the upper half, which the kvm backend's guest keeps for itself (its system region at ${hex(GG.KBASE)}, its self-mapped page tables in PML4 slot ${GG.PT_SELF_SLOT}); use GVAs below ${hex(LOWER_END)}`);
     }
@@ -440,7 +443,7 @@ export class KvmMmu implements Mmu {
   }
   /** Plane index and first frame of GPA pages [gpa, gpa + count*4K), which must lie in one plane's pool window. */
   private planeOf(what: string, gpa: bigint, count: number): { plane: number; frame: number } {
-    this.checkPages(what, gpa, count);
+    checkPages(what, gpa, count);
     const window = BigInt(this.frames) * PAGE;
     const rel = gpa - KVM_PLANE_BASE;
     const plane = rel >= 0n ? Number(rel / KVM_PLANE_STRIDE) : -1;
@@ -448,10 +451,7 @@ export class KvmMmu implements Mmu {
     if (rel < 0n || off + BigInt(count) * PAGE > window) {
       throw new RangeError(`${what}: GPA ${hex(gpa)} + ${count} pages is not inside one alias plane: on the kvm backend plane p covers the pool at GPA ${hex(KVM_PLANE_BASE)} + p * 2^30 .. + ${this.frames} frames (kvmPlaneGpa(p) + frame * 4096)`);
     }
-    const end = gpa + BigInt(count) * PAGE;
-    if (end > 1n << BigInt(this.maxPhyAddr)) {
-      throw new RangeError(`${what}: GPA range ends at ${hex(end)}, beyond this guest's ${this.maxPhyAddr}-bit physical address space; use fewer alias planes`);
-    }
+    // No physical-address-width check: create()'s checkPlan covered every plane mapPlane accepts.
     return { plane, frame: Number(off / PAGE) };
   }
   /** GPA pages that mapGva/remapGva may point at: mapped by mapPlane first (KVM cannot fault on
@@ -515,14 +515,18 @@ export class KvmMmu implements Mmu {
     this.usable('mapGva');
     const g0 = this.gvaPages('mapGva', gva, count);
     this.mappedGpa('mapGva', gpa, count);
+    const offs = new Array<number>(count);
     for (let i = 0; i < count; i++) {
       const off = this.walk(g0 + i * PAGE_SIZE, true);
       if (this.dv.getUint32(off, true) & P) throw new RangeError(`mapGva: guest page table: ${hex(gva + BigInt(i) * PAGE)} is already mapped (unmap it first)`);
+      offs[i] = off;
     }
     // A (not D): a clean guest PTE keeps the shadow entry read-only until the first write, so a
     // read never makes KVM's dirty log report the page.
-    const flags = PTE_P | PTE_A | (f.writable === false ? 0n : PTE_RW) | (f.user === false ? 0n : PTE_US) | (f.noExec ? PTE_XD : 0n);
-    for (let i = 0; i < count; i++) this.setPte(this.walk(g0 + i * PAGE_SIZE, false), (gpa + BigInt(i) * PAGE) | flags);
+    const lo = P | A | (f.writable === false ? 0 : RW) | (f.user === false ? 0 : US);
+    const hi = f.noExec ? XD_HI : 0;
+    const p0 = Number(gpa);
+    for (let i = 0; i < count; i++) this.setLeaf(offs[i], p0 + i * PAGE_SIZE, lo, hi);
   }
 
   remapGva(gva: bigint, gpa: bigint, count: number): void {
@@ -530,7 +534,12 @@ export class KvmMmu implements Mmu {
     const g0 = this.gvaPages('remapGva', gva, count);
     this.mappedGpa('remapGva', gpa, count);
     const offs = Array.from({ length: count }, (_, i) => this.leafOrThrow('remapGva', g0 + i * PAGE_SIZE, gva + BigInt(i) * PAGE));
-    offs.forEach((off, i) => this.setPte(off, (this.pte(off) & ~PTE_ADDR & ~PTE_D) | (gpa + BigInt(i) * PAGE)));
+    const p0 = Number(gpa);
+    offs.forEach((off, i) => {
+      // Keep the flags (bits 11:0 less D, 63:52), replace the address.
+      const lo = this.dv.getUint32(off, true) & 0xfff & ~D, hi = this.dv.getUint32(off + 4, true) & ~ADDR_HI;
+      this.setLeaf(off, p0 + i * PAGE_SIZE, lo, hi);
+    });
   }
 
   unmapGva(gva: bigint, count: number): void {
@@ -538,7 +547,7 @@ export class KvmMmu implements Mmu {
     const g0 = this.gvaPages('unmapGva', gva, count);
     const offs = Array.from({ length: count }, (_, i) => this.leafOrThrow('unmapGva', g0 + i * PAGE_SIZE, gva + BigInt(i) * PAGE));
     for (const off of offs) {
-      this.setPte(off, 0n);
+      this.setLeaf(off, 0, 0, 0);
       this.wp.delete(off);
     }
   }
@@ -806,18 +815,23 @@ export class KvmMmu implements Mmu {
    */
   harvestEptDirty(gpa: bigint, count: number): bigint[] {
     this.usable('harvestEptDirty');
-    this.checkPages('harvestEptDirty', gpa, count);
+    checkPages('harvestEptDirty', gpa, count);
     if (this.o.planeTracking === 'dirty-ring') return [];
     if (this.o.planeTracking === 'write-watch') throw new Error(`harvestEptDirty: this KvmMmu tracks planes by write watch (planeTracking 'write-watch'), which keeps no dirty log; use dirty()`);
     const out: bigint[] = [];
     const end = gpa + BigInt(count) * PAGE;
-    for (const plane of [...this.planes.keys()].sort((a, b) => a - b)) {
+    if (end <= KVM_PLANE_BASE) return out;
+    // The planes the range touches, from the GPA (callers usually pass one plane's window).
+    const first = gpa > KVM_PLANE_BASE ? Number((gpa - KVM_PLANE_BASE) / KVM_PLANE_STRIDE) : 0;
+    const last = Math.min(Number((end - 1n - KVM_PLANE_BASE) / KVM_PLANE_STRIDE), this.o.planes - 1);
+    for (let plane = first; plane <= last; plane++) {
+      const st = this.planes.get(plane);
+      if (!st) continue;
       const base = kvmPlaneGpa(plane);
       const lo = gpa > base ? gpa : base;
       const top = base + BigInt(this.frames) * PAGE;
       const hi = end < top ? end : top;
       if (lo >= hi) continue;
-      const st = this.planes.get(plane)!;
       st.log ??= this.vm.getDirtyLog(st.slot);
       st.clear ??= new Uint8Array(st.log.length);
       const log = st.log, clear = st.clear;
@@ -854,9 +868,11 @@ export class KvmMmu implements Mmu {
   /** harvestPml's work, also done mid-run at a ring-full exit (the vCPU is stopped then). */
   private drainDirtyRing(): bigint[] {
     const out: bigint[] = [];
-    for (const { slot, offset } of this.vm.harvestDirtyRing(this.vcpu)) {
+    const ring = this.vm.harvestDirtyRing(this.vcpu);
+    for (let i = 0; i < ring.length; i += 2) {
       // Slot 0, the system region, is not logged; plane p is slot 1 + p.
-      if (slot >= 1) out.push(kvmPlaneGpa(slot - 1) + BigInt(offset) * PAGE);
+      const slot = ring[i];
+      if (slot >= 1) out.push(kvmPlaneGpa(slot - 1) + BigInt(ring[i + 1]) * PAGE);
     }
     this.vm.resetDirtyRings();
     return out;
@@ -866,13 +882,16 @@ export class KvmMmu implements Mmu {
 
   private frameOffset(frame: number, offset: number, len: number): number {
     if (this.closed) throw new Error('this KvmMmu is closed');
-    if (!Number.isInteger(frame) || frame < 0 || frame >= this.frames) throw new RangeError(`frame ${frame} is outside the pool of ${this.frames} frames`);
-    if (!Number.isInteger(offset) || offset < 0 || offset + len > PAGE_SIZE) throw new RangeError(`frame ${frame}: bytes ${offset}..${offset + len} are outside the 4 KiB frame`);
+    checkFrameRange(this.frames, frame, offset, len);
     return frame * PAGE_SIZE + offset;
   }
   readFrame(frame: number, offset: number, len: number): Uint8Array {
     const at = this.frameOffset(frame, offset, len);
     return this.poolBytes.slice(at, at + len);
+  }
+  readFrameInto(frame: number, offset: number, len: number, dst: Uint8Array, at: number): void {
+    const from = this.frameOffset(frame, offset, len);
+    dst.set(this.poolBytes.subarray(from, from + len), at);
   }
   writeFrame(frame: number, offset: number, bytes: Uint8Array): void {
     this.poolBytes.set(bytes, this.frameOffset(frame, offset, bytes.length));

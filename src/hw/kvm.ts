@@ -6,7 +6,7 @@
 // rejects with a KvmError.
 import { readFileSync } from 'node:fs';
 import { loadKvmAddon, DEFAULT_KVM_DEVICE } from './native.ts';
-import type { KvmAddon, NativeHostMemory, NativeKvmSystem, NativeKvmVcpu, NativeKvmVm } from './native.ts';
+import type { KvmAddon, NativeHostMemory, NativeKvmSystem, NativeKvmVcpu, NativeKvmVm, NativeWriteWatch } from './native.ts';
 
 /** `${ioctl} failed: ${code} (${errno}): ${advice}` */
 export class KvmError extends Error {
@@ -21,27 +21,13 @@ export class KvmUnavailableError extends Error {
   override name = 'KvmUnavailableError';
 }
 
-// The addon's pool views and write watches (hw/src/memory.cc, hw/src/wpwatch.cc).
-interface NativePoolMemory extends NativeHostMemory {
-  view(): NativeHostMemory;
-}
-interface NativeWriteWatch {
-  readonly faults: number;
-  readonly lost: number;
-  readonly how: string;
-  protect(offset: number, len: number, on: boolean): void;
-  drain(): Float64Array;
-  close(): void;
-}
-type Addon = KvmAddon & { WriteWatch: new (view: NativeHostMemory, logEntries?: number) => NativeWriteWatch };
-
-let addonRef: Addon | undefined;
-function addon(devicePath = DEFAULT_KVM_DEVICE): Addon {
+let addonRef: KvmAddon | undefined;
+function addon(devicePath = DEFAULT_KVM_DEVICE): KvmAddon {
   if (addonRef) return addonRef;
   const r = loadKvmAddon(devicePath);
   if ('error' in r) throw new KvmUnavailableError(r.error);
   r.addon.setErrorClass(KvmError);
-  return (addonRef = r.addon as Addon);
+  return (addonRef = r.addon);
 }
 
 // KVM capability numbers used here (linux/kvm.h).
@@ -50,7 +36,6 @@ export const KVM_CAP = {
   NR_MEMSLOTS: 10,
   MAX_VCPUS: 66,
   READONLY_MEM: 81,
-  IMMEDIATE_EXIT: 136,
   MANUAL_DIRTY_LOG_PROTECT2: 168,
   DIRTY_LOG_RING: 192,
   DIRTY_LOG_RING_ACQ_REL: 223,
@@ -71,13 +56,6 @@ export type RegsInput = Partial<Record<keyof Regs, bigint | number>>;
 export interface Segment {
   base: bigint; limit: number; selector: number; type: number; present: number; dpl: number;
   db: number; s: number; l: number; g: number; avl: number; unusable: number;
-}
-export interface DTable { base: bigint; limit: number }
-export interface Sregs {
-  cs: Segment; ds: Segment; es: Segment; fs: Segment; gs: Segment; ss: Segment; tr: Segment; ldt: Segment;
-  gdt: DTable; idt: DTable;
-  cr0: bigint; cr2: bigint; cr3: bigint; cr4: bigint; cr8: bigint; efer: bigint; apic_base: bigint;
-  interrupt_bitmap: bigint[];
 }
 /** numbers or bigints; flags may also be booleans */
 export type SegmentInput = Partial<Record<keyof Segment, bigint | number | boolean>>;
@@ -204,7 +182,7 @@ export class FramePool extends HostMemoryBase {
    * a WriteWatch can protect one plane's page without touching the other planes.
    */
   view(): PoolView {
-    return new PoolView((this.native as NativePoolMemory).view(), this.bytes);
+    return new PoolView(this.native.view(), this.bytes);
   }
 }
 
@@ -216,10 +194,6 @@ export class PoolView extends HostMemoryBase {
   /** @internal use FramePool.view() */
   constructor(native: NativeHostMemory, bytes: number) {
     super(native, bytes);
-  }
-  /** mprotect of this view only (other views and the pool keep their protection). */
-  protect(offset: number, len: number, prot: 'r' | 'rw' | 'none'): void {
-    this.native.protect(offset, len, prot);
   }
 }
 
@@ -348,8 +322,11 @@ export class KvmVm {
     this.native.enableDirtyRing(entries);
   }
 
-  /** Dirty pages the vCPU published since the last harvest, as (slot, page offset in slot). */
-  harvestDirtyRing(vcpu: KvmVcpu): { slot: number; offset: number }[] {
+  /**
+   * Dirty pages the vCPU published since the last harvest, as pairs [slot, page offset in slot,
+   * slot, page offset, ...] (no object per entry: rings hold up to 64K of them).
+   */
+  harvestDirtyRing(vcpu: KvmVcpu): Float64Array {
     return vcpu.native.harvestDirtyRing();
   }
 
@@ -434,9 +411,6 @@ export class KvmVcpu {
   /** Overlays the given registers on the current ones. */
   setRegs(r: RegsInput): void {
     this.native.setRegs(r);
-  }
-  getSregs(): Sregs {
-    return this.native.getSregs();
   }
   /** Overlays the given fields (segment fields too) on the current special registers. */
   setSregs(s: SregsInput): void {

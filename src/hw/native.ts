@@ -1,16 +1,27 @@
 // Loading the granule_kvm addon (hw/src, built by scripts/build-native.mjs at install). When it
 // cannot be used, loadKvmAddon says why in several lines and what to do, so the caller can print
 // that and fall back to the simulator.
-import { accessSync, constants, existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { delimiter, join } from 'node:path';
-import { packageRoot } from '../record/toolchain.ts';
-import type { ExitInfo, Regs, RegsInput, Sregs, SregsInput, VmLimits, SlotInfo } from './kvm.ts';
+import { join } from 'node:path';
+import { findProgram, packageRoot } from '../record/toolchain.ts';
+import type { ExitInfo, Regs, RegsInput, SregsInput, VmLimits, SlotInfo } from './kvm.ts';
 
 export interface NativeHostMemory {
   readonly buffer: ArrayBuffer;
   readonly bytes: number;
   protect(offset: number, len: number, prot: 'r' | 'rw' | 'none'): void;
+  /** another mapping of a memfd pool (hw/src/memory.cc); throws for anonymous memory */
+  view(): NativeHostMemory;
+  close(): void;
+}
+/** hw/src/wpwatch.cc */
+export interface NativeWriteWatch {
+  readonly faults: number;
+  readonly lost: number;
+  readonly how: string;
+  protect(offset: number, len: number, on: boolean): void;
+  drain(): Float64Array;
   close(): void;
 }
 export interface NativeKvmSystem {
@@ -39,18 +50,19 @@ export interface NativeKvmVcpu {
   readonly running: boolean;
   getRegs(): Regs;
   setRegs(r: RegsInput): void;
-  getSregs(): Sregs;
   setSregs(s: SregsInput): void;
   setCpuid(): void;
   /** timeoutMs 0: no limit */
   run(timeoutMs: number): Promise<ExitInfo>;
   kick(): boolean;
-  harvestDirtyRing(): { slot: number; offset: number }[];
+  /** [slot, page offset, slot, page offset, ...] */
+  harvestDirtyRing(): Float64Array;
   close(): void;
 }
 export interface KvmAddon {
   HostMemory: new (bytes: number, kind: 'memfd' | 'anon') => NativeHostMemory;
   KvmSystem: new (path: string) => NativeKvmSystem;
+  WriteWatch: new (view: NativeHostMemory, logEntries?: number) => NativeWriteWatch;
   setErrorClass(ctor: new (message: string, ioctl: string, errno: number, code: string) => Error): void;
 }
 
@@ -64,19 +76,7 @@ export function kvmAddonPath(): string {
 
 const FALLBACK = 'Until then granule runs on the simulator backend (--backend sim), which needs none of this.';
 
-function onPath(names: string[]): string | undefined {
-  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
-    for (const n of names) {
-      try {
-        accessSync(join(dir, n), constants.X_OK);
-        return n;
-      } catch {
-        // not in this directory
-      }
-    }
-  }
-  return undefined;
-}
+const onPath = (names: string[]): boolean => names.some((n) => findProgram(n) !== undefined);
 
 function buildAdvice(): string[] {
   const missing: string[] = [];

@@ -23,12 +23,11 @@
 //              SPP on and an all-deny vector; a write is an EPT violation (a VM exit) for its
 //              128-byte sub-page, which the built-in handler grants and logs. Units are 128 bytes
 //              whatever the layout; meant for the packed layout, the hardware alternative.
-import { CNT_TLB_MISSES, CNT_GUEST_REFS, CNT_EPT_REFS, CNT_HANDLED_EPT, CNT_PML_FULL, CNT_EPT_VIOLATION, CNT_HANDLED_SPP } from '../consts.ts';
 import { SimMmu } from '../sim-mmu.ts';
 import type { FaultRecord } from '../sim.ts';
 import type { Mmu, DirtyEntry } from '../mmu.ts';
-import { createMmu, type BackendChoice } from '../backend.ts';
-import { counterNames } from '../counters.ts';
+import { createMmu, type BackendChoice, type MmuOptions } from '../backend.ts';
+import type { Counters } from '../counters.ts';
 import { MAX_PLANES, PAGE, type MapRequest } from '../alloc/classes.ts';
 
 export type MonitorMode = 'gpt-wp' | 'ept-wp' | 'ept-dirty' | 'pml' | 'spp';
@@ -41,11 +40,11 @@ export const PLANE_STRIDE = 2 ** 30;
 const MAX_POOL = PLANE_STRIDE / PAGE;
 
 const SLAB = 1;
-/** counterArray's slot for the KVM guest's ring-full exits */
-const RING_FULL = counterNames.length;
 const PLAIN = 2;
 
 export class SpaceError extends Error {}
+/** The run needs more pool frames than the space was created with (a larger pool runs it). */
+export class OutOfFramesError extends SpaceError {}
 
 const hex = (n: number | bigint) => '0x' + n.toString(16);
 
@@ -74,11 +73,9 @@ export interface SpaceCounters {
   walkRefs: number | null;
 }
 
-/** The monitoring modes a backend can run, with why not for the rest. */
-export function modeUnsupported(backend: 'sim' | 'kvm', mode: MonitorMode): string | null {
-  if (backend === 'sim') return null;
-  if (mode === 'spp') return 'sub-page write permissions (spp): KVM offers no SPP interface to user space (it was proposed upstream, never merged); use --backend sim';
-  return null;
+/** What a mode asks of the MMU beyond the common interface (createMmu and kvmLacks read it). */
+export function mmuNeeds(mode: MonitorMode): Pick<MmuOptions, 'pml' | 'eptWriteProtect' | 'spp'> {
+  return { pml: mode === 'pml', eptWriteProtect: mode === 'ept-wp', spp: mode === 'spp' };
 }
 
 export class MonitoredSpace {
@@ -99,7 +96,6 @@ export class MonitoredSpace {
   private nextFrame = 0;
   /** slab frames in creation order, for harvesting and granularity changes */
   readonly slabs: number[] = [];
-  readonly plains: number[] = [];
   /** units dirtied this epoch: key frame * 4096 + offset -> length */
   private readonly dirty = new Map<number, number>();
   /** gpt-wp: first V page and page count of each group the handler opened this epoch */
@@ -110,7 +106,7 @@ export class MonitoredSpace {
   private faults = 0;
   /** GPA distance between alias planes on this backend */
   private readonly stride: number;
-  private counterBase: number[];
+  private counterBase: Counters;
   /** accesses ran since the last harvest */
   private epochOpen = false;
 
@@ -124,7 +120,7 @@ export class MonitoredSpace {
     this.cls = new Uint16Array(n);
     this.group = new Uint8Array(n);
     this.gva = new Float64Array(n);
-    this.counterBase = this.counterArray();
+    this.counterBase = mmu.counters();
   }
 
   static async create(o: SpaceOptions): Promise<MonitoredSpace> {
@@ -132,12 +128,8 @@ export class MonitoredSpace {
     if (frames > MAX_POOL) throw new SpaceError(`a pool of ${frames} frames does not fit a plane (${MAX_POOL} frames at most)`);
     // Tables: the EPT maps up to 64 plane pages per slab frame; the guest table maps 64 V pages.
     const tableBytes = Math.max(8 << 20, Math.ceil(frames / 16) * PAGE * 4);
-    const opts = { frames, tableBytes, tlbSets: o.tlbSets, tlbWays: o.tlbWays, pml: o.mode === 'pml', eptWriteProtect: o.mode === 'ept-wp', maxPhyAddr: 46, wasm: o.wasm };
-    const choice = o.backend ?? 'sim';
-    // auto: where the mode needs what KVM lacks, the simulator runs it, and says why.
-    const lacks = modeUnsupported('kvm', o.mode);
-    if (choice === 'kvm' && lacks) throw new SpaceError(`--backend kvm --mode ${o.mode}: ${lacks}`);
-    const mmu = choice === 'auto' && lacks ? await SimMmu.create(opts, `simulator: ${lacks}`) : await createMmu(choice, opts);
+    // What the mode needs decides the backend too: auto runs on the simulator what KVM lacks, and says why.
+    const mmu = await createMmu(o.backend ?? 'sim', { frames, tableBytes, tlbSets: o.tlbSets, tlbWays: o.tlbWays, maxPhyAddr: 46, wasm: o.wasm, ...mmuNeeds(o.mode) });
     return new MonitoredSpace(mmu, o.mode, o.trackSlots ?? false);
   }
 
@@ -153,7 +145,7 @@ export class MonitoredSpace {
 
   private newFrame(): number {
     const f = this.nextFrame++;
-    if (f >= this.mmu.frames) throw new SpaceError(`out of frames: the run needs more than ${this.mmu.frames} (${this.mmu.frames * 4} KiB); give a larger pool with --frames`);
+    if (f >= this.mmu.frames) throw new OutOfFramesError(`out of frames: the run needs more than ${this.mmu.frames} (${this.mmu.frames * 4} KiB); give a larger pool with --frames`);
     return f;
   }
 
@@ -206,7 +198,6 @@ export class MonitoredSpace {
     this.byPage.set(page / PAGE, f * MAX_PLANES);
     this.mmu.mapPlane(this.gpaOf(0, f), f, 1);
     this.mmu.mapGva(BigInt(page), this.gpaOf(0, f), 1);
-    this.plains.push(f);
     this.armFrame(f);
   }
 
@@ -387,28 +378,37 @@ export class MonitoredSpace {
       if (this.mode === 'pml') { for (const gpa of mmu.harvestPml()) this.recordGpa(gpa); }
       // D flags: the harvest for ept-dirty; for PML, clearing them is what makes the CPU log the
       // page again next epoch (a check: every D page must already have been logged).
-      // One call per plane over every frame in use: unmapped plane pages are skipped, and the
-      // backend invalidates once per call rather than once per dirty page.
-      let planes = 1;
-      for (const f of this.slabs) planes = Math.max(planes, this.slots(f));
-      for (let p = 0; p < planes && this.nextFrame > 0; p++) for (const gpa of mmu.harvestEptDirty(this.gpaOf(p, 0), this.nextFrame)) this.recordGpa(gpa);
+      // One call per plane, over the frames that have a page in it (plane 0: every frame in use;
+      // plane p: the span of slabs with more than p slots): the backend invalidates once per call
+      // rather than once per dirty page, and walks no plane page that cannot be mapped.
+      const lo: number[] = [0], hi: number[] = [this.nextFrame];
+      for (const f of this.slabs) {
+        for (let p = 1; p < this.slots(f); p++) {
+          if (lo[p] === undefined || f < lo[p]!) lo[p] = f;
+          if (hi[p] === undefined || f + 1 > hi[p]!) hi[p] = f + 1;
+        }
+      }
+      for (let p = 0; p < hi.length; p++) {
+        if (hi[p]! > lo[p]!) for (const gpa of mmu.harvestEptDirty(this.gpaOf(p, lo[p]!), hi[p]! - lo[p]!)) this.recordGpa(gpa);
+      }
     }
     if (this.trackSlots) this.keepSlotFlags();
     const units = [...this.dirty].map(([key, len]) => ({ frame: Math.floor(key / PAGE), offset: key % PAGE, len }));
     this.dirty.clear();
     this.epochOpen = false;
-    const now = this.counterArray();
-    const d = (slot: number) => now[slot]! - this.counterBase[slot]!;
+    const now = this.mmu.counters();
+    // By name: a counter this backend does not keep is null (KVM has no TLB or walk counts).
+    const d = (name: string) => (now[name] === undefined ? null : now[name]! - (this.counterBase[name] ?? 0));
+    const dn = (name: string) => d(name) ?? 0;
     const exits: Record<string, number> = {};
-    if (d(CNT_EPT_VIOLATION)) exits.eptViolation = d(CNT_EPT_VIOLATION);
-    if (d(CNT_PML_FULL)) exits.pmlFull = d(CNT_PML_FULL);
-    const sim = mmu.backend === 'sim';
-    if (!sim && d(RING_FULL)) exits.ringFull = d(RING_FULL);
+    // VM exits the monitoring caused (the KVM guest's ring-full exits included).
+    for (const name of ['eptViolation', 'pmlFull', 'ringFull']) if (dn(name)) exits[name] = dn(name);
+    const guestRefs = d('guestRefs'), eptRefs = d('eptRefs');
     const counters: SpaceCounters = {
-      faults: this.mode === 'gpt-wp' ? this.faults : this.mode === 'ept-wp' ? d(CNT_HANDLED_EPT) : this.mode === 'spp' ? d(CNT_HANDLED_SPP) : 0,
+      faults: this.mode === 'gpt-wp' ? this.faults : this.mode === 'ept-wp' ? dn('handledEpt') : this.mode === 'spp' ? dn('handledSpp') : 0,
       exits,
-      tlbMisses: sim ? d(CNT_TLB_MISSES) : null,
-      walkRefs: sim ? d(CNT_GUEST_REFS) + d(CNT_EPT_REFS) : null,
+      tlbMisses: d('tlbMisses'),
+      walkRefs: guestRefs === null || eptRefs === null ? null : guestRefs + eptRefs,
     };
     this.faults = 0;
     this.counterBase = now;
@@ -455,7 +455,7 @@ export class MonitoredSpace {
       const e = this.byPage.get(Math.floor(a / PAGE));
       if (e === undefined) throw new SpaceError(`cannot read ${hex(a)}: no page of this space maps it`);
       const take = Math.min(n - done, PAGE - (a % PAGE));
-      out.set(this.mmu.readFrame(Math.floor(e / MAX_PLANES), a % PAGE, take), done);
+      this.mmu.readFrameInto(Math.floor(e / MAX_PLANES), a % PAGE, take, out, done);
       done += take;
     }
     return out;
@@ -467,9 +467,4 @@ export class MonitoredSpace {
   get tableBytes(): number { return this.mmu.tableBytes; }
   get vaBytes(): number { return this.byPage.size * PAGE; }
   isMapped(pageNumber: number): boolean { return this.byPage.has(pageNumber); }
-
-  private counterArray(): number[] {
-    const c = this.mmu.counters();
-    return [...counterNames, 'ringFull'].map((name) => c[name] ?? 0);
-  }
 }

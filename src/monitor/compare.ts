@@ -3,9 +3,9 @@
 // (--live), the machine and the backend. The configurations and rows are sweep.ts's.
 import { cpuModel } from '../host.ts';
 import { runMonitor, type MonitorResult, type TraceInput } from './engine.ts';
-import { planJobs, rowOf, idealRow, baseFigures, DEFAULT_COMPARE_GRANULARITIES, type Job } from './sweep.ts';
-import { modeUnsupported, type MonitorMode } from '../layout/space.ts';
-import { kvmUnavailable, type BackendChoice } from '../backend.ts';
+import { planJobs, rowOf, idealRow, baseFigures, ratios, DEFAULT_COMPARE_GRANULARITIES, type Job } from './sweep.ts';
+import { mmuNeeds, type MonitorMode } from '../layout/space.ts';
+import { kvmLacks, type BackendChoice } from '../backend.ts';
 import type { CompareResult, CompareRow } from '../report/types.ts';
 import { traceInfo, traceInfoBytes } from '../trace/reader.ts';
 import { EV_ALLOC } from '../trace/events.ts';
@@ -45,23 +45,20 @@ export async function compareTrace(trace: TraceInput, o: CompareOptions): Promis
     throw new CompareError(`${tracePath} has no allocation events, so its objects cannot be placed in the spread or packed layouts: record it with granule record (which reports allocations), or compare it in its own layout with --block`);
   }
   const jobs: Job[] = planJobs(objectAware, o);
-  // On KVM, modes it cannot run are left out with a note, rather than mixing backends in one table.
-  const onKvm = o.backend === 'kvm' || (o.backend === 'auto' && !kvmUnavailable());
+  // Modes the backend of the first run (page level) cannot run are left out with a note, rather
+  // than mixing backends in one table.
   const skipped: string[] = [];
-  if (onKvm) {
-    for (const job of [...jobs]) {
-      const why = modeUnsupported('kvm', job.mode);
-      if (!why) continue;
-      jobs.splice(jobs.indexOf(job), 1);
-      if (!skipped.includes(why)) skipped.push(why);
-    }
-  }
   if (o.live && !objectAware) throw new CompareError(`--live replays the page-level row on the packed layout, which needs allocation events; ${tracePath} has none`);
   const runs: { job: Job; r: MonitorResult }[] = [];
   // --live: the page-level run (the first job) is recorded for the host baselines.
   const rec = o.live ? new LiveRecorder() : null;
   let pageFrames: Uint8Array[] = [];
   for (const [k, job] of jobs.entries()) {
+    const lacks = runs[0]?.r.backend.name === 'kvm' ? kvmLacks(mmuNeeds(job.mode)) : null;
+    if (lacks) {
+      if (!skipped.includes(lacks)) skipped.push(lacks);
+      continue;
+    }
     o.onRun?.(job.label, k, jobs.length);
     const tap = rec && k === 0;
     const r = await runMonitor(trace, {
@@ -95,7 +92,7 @@ export async function compareTrace(trace: TraceInput, o: CompareOptions): Promis
       const cb = rp.epochs.slice(1).reduce((a, e) => a + e.volumeBytes[g]!, 0);
       rows.push({
         mode: 'block', layout: 'trace', granularity: g, label: `block ${g} B (own layout)`, checkpointBytes: cb,
-        overPage: pageBytes ? cb / pageBytes : 0, overIdeal: idealBytes ? cb / idealBytes : 0, dirtyUnits: rp.epochs.slice(1).reduce((a, e) => a + e.units[g]!, 0),
+        ...ratios(cb, idealBytes, pageBytes), dirtyUnits: rp.epochs.slice(1).reduce((a, e) => a + e.units[g]!, 0),
         faults: 0, exits: {}, tlbMisses: 0, walkRefs: 0, tableBytes: 0, vaBytes: 0, seconds: rp.seconds,
         epochs: rp.epochs.map((e) => ({ index: e.index, writes: e.writes, idealBytes: e.idealBytes, checkpointBytes: e.volumeBytes[g]!, dirtyUnits: e.units[g]!, faults: 0, exits: 0, tlbMisses: 0, walkRefs: 0 })),
       });

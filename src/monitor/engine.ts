@@ -12,7 +12,7 @@ import { PackedAllocator } from '../alloc/packed.ts';
 import { Retargeter } from '../alloc/retarget.ts';
 import type { HeapAllocator, MapRequest } from '../alloc/classes.ts';
 import { EpochBitmap } from '../replay/units.ts';
-import { MonitoredSpace, SpaceError, SPP_UNIT, type MonitorMode, type DirtyUnit } from '../layout/space.ts';
+import { MonitoredSpace, SPP_UNIT, type MonitorMode, type DirtyUnit } from '../layout/space.ts';
 import { AdaptivePolicy } from './adaptive.ts';
 
 export type Layout = 'spread' | 'packed' | 'trace';
@@ -97,24 +97,27 @@ export interface TraceBytes { name: string; bytes: Uint8Array }
 /** A trace file's path, or a trace in memory. */
 export type TraceInput = string | TraceBytes;
 
-export function openTrace(t: TraceInput): TraceReader {
+function openTrace(t: TraceInput): TraceReader {
   return typeof t === 'string' ? TraceReader.open(t) : TraceReader.fromBytes(t.name, t.bytes);
+}
+
+/** The rules a run's options must follow; the CLI checks them before it touches a checkpoint directory. */
+export function checkMonitorOptions(o: Pick<MonitorOptions, 'mode' | 'layout' | 'granularity' | 'epochWrites'>): void {
+  const g = o.granularity;
+  if (g !== 'adaptive' && (!Number.isInteger(g) || g < 64 || g > PAGE || (g & (g - 1)) !== 0)) {
+    throw new MonitorError(`granularity ${String(g)} is not a power of two from 64 to 4096 bytes (or adaptive)`);
+  }
+  if (!Number.isSafeInteger(o.epochWrites) || o.epochWrites < 1) throw new MonitorError(`epoch length ${o.epochWrites} is not a positive number of writes`);
+  if (o.mode === 'spp' && g !== SPP_UNIT) throw new MonitorError('SPP monitors 128-byte sub-pages: give --granularity 128 with --mode spp');
+  if (o.layout === 'trace' && g !== PAGE && o.mode !== 'spp') {
+    throw new MonitorError('the trace\'s own layout is monitored at page level only (give --granularity 4096), or use the spread layout');
+  }
 }
 
 export async function runMonitor(trace: TraceInput, o: MonitorOptions): Promise<MonitorResult> {
   const tracePath = typeof trace === 'string' ? trace : trace.name;
   const t0 = performance.now();
-  const g = o.granularity;
-  if (g !== 'adaptive' && (!Number.isInteger(g) || g < 64 || g > PAGE || (g & (g - 1)) !== 0) && !(o.mode === 'spp' && g === SPP_UNIT)) {
-    throw new MonitorError(`granularity ${String(g)} is not a power of two from 64 to 4096 bytes (or adaptive)`);
-  }
-  if (!Number.isSafeInteger(o.epochWrites) || o.epochWrites < 1) throw new MonitorError(`epoch length ${o.epochWrites} is not a positive number of writes`);
-  if (o.mode === 'spp' && o.granularity !== SPP_UNIT) {
-    throw new MonitorError(`SPP monitors 128-byte sub-pages: give --granularity 128 with --mode spp`);
-  }
-  if (o.layout === 'trace' && o.granularity !== PAGE && o.mode !== 'spp') {
-    throw new MonitorError('the trace\'s own layout is monitored at page level only (give --granularity 4096), or use the spread layout');
-  }
+  checkMonitorOptions(o);
   const reader = openTrace(trace);
   const space = await MonitoredSpace.create({ mode: o.mode, frames: o.frames, backend: o.backend, trackSlots: o.granularity === 'adaptive', wasm: o.wasm });
   try {
@@ -160,12 +163,12 @@ async function monitorIn(space: MonitoredSpace, reader: TraceReader, tracePath: 
   };
   const flush = () => space.runBatch(onFault);
   const onAccess = o.onAccess;
-  /** Makes room for an access of `size` bytes (split in pieces, perhaps across objects) before it is queued. */
-  const room = async (size: number) => {
-    if (!batch.hasRoom(Math.ceil(size / PIECE) + 2, size)) await flush();
-  };
+  /** Whether `records` records holding `bytes` value bytes fit the batch. Callers flush when they
+   *  do not: an await only then, not one per access. */
+  const fits = (records: number, bytes: number) => batch.hasRoom(records, bytes);
+  const records = (size: number) => Math.ceil(size / PIECE);
 
-  /** Queues an access; room() made space for it. */
+  /** Queues an access that fits(). */
   const pushAccess = (addr: number, size: number, acc: number, vals: Uint8Array | null, voff: number) => {
     if (addr + size > USER_LIMIT) throw new MonitorError(`access at ${hex(addr)} (${size} bytes) is above the 47-bit user half; granule replays user-space traces`);
     onAccess?.(addr, size, acc, vals, voff);
@@ -182,11 +185,11 @@ async function monitorIn(space: MonitoredSpace, reader: TraceReader, tracePath: 
   const copyObject = async (from: number, to: number, size: number) => {
     copies++;
     await flush();
+    const bytes = space.readGva(from, size);
     for (let off = 0; off < size; off += PIECE) {
       const n = Math.min(PIECE, size - off);
-      const bytes = space.readGva(from + off, n);
-      await room(n);
-      pushAccess(to + off, n, ACC_WRITE | ACC_USER, bytes, 0);
+      if (!fits(1, n)) await flush();
+      pushAccess(to + off, n, ACC_WRITE | ACC_USER, bytes, off);
     }
   };
 
@@ -223,8 +226,11 @@ async function monitorIn(space: MonitoredSpace, reader: TraceReader, tracePath: 
           if (b.valueOff[i]! >= 0) { vals = b.values; voff = b.valueOff[i]!; } else { fillValue(value, eventIndex, Math.min(s, value.length)); vals = s <= value.length ? value : null; }
           bitmap.write(a, s);
         }
-        await room(s);
+        // An access may straddle several objects: count its records once it is placed.
         const to = retarget ? retarget.map(a, s) : a;
+        let recs = records(s);
+        if (typeof to !== 'number') { recs = 0; for (const p of to) recs += records(p.size); }
+        if (!fits(recs, vals ? s : 0)) await flush();
         if (typeof to === 'number') pushAccess(to, s, acc, vals, voff);
         else {
           let off = 0;

@@ -6,7 +6,10 @@
 // dirty pages in every epoch and end with the same bytes; only the costs differ, and those are
 // what these rows measure: arming, running (faults included), harvesting and copying per epoch.
 import { ACC_KIND_MASK, ACC_WRITE } from '../consts.ts';
-import { HostBatch, HostRegion, probeBaselines, hostInfo, BASELINE_MODES, type BaselineMode } from '../hw/baselines.ts';
+import { release } from 'node:os';
+import { HostBatch, HostRegion, probeBaselines, BASELINE_MODES, type BaselineMode } from '../hw/baselines.ts';
+import { cpuModel } from '../host.ts';
+import { ratios } from './sweep.ts';
 import type { MonitoredSpace, DirtyUnit } from '../layout/space.ts';
 import type { CompareRow, HostCosts } from '../report/types.ts';
 
@@ -76,7 +79,6 @@ export function hostRows(rec: LiveRecorder, pages: number, finalFrames: (f: numb
   const rows: CompareRow[] = [];
   const notes: string[] = [];
   const probe = probeBaselines();
-  const host = hostInfo();
   for (const mode of BASELINE_MODES) {
     if (!probe[mode].available) {
       notes.push(`Host baseline ${mode} left out: ${probe[mode].why}`);
@@ -84,7 +86,7 @@ export function hostRows(rec: LiveRecorder, pages: number, finalFrames: (f: numb
     }
     rows.push(runMode(mode, rec, pages, finalFrames, idealBytes, pageBytes));
   }
-  notes.push(`Host baselines (--live): the page-level row's accesses replayed natively in this process (no VM) on Linux ${host.kernel}, ${host.cpu}; their times cover arming, the accesses with their faults, harvesting and copying the dirty pages, not the trace decoding and layout work that the other rows' times include.`);
+  notes.push(`Host baselines (--live): the page-level row's accesses replayed natively in this process (no VM) on Linux ${release()}, ${cpuModel()}; their times cover arming, the accesses with their faults, harvesting and copying the dirty pages, not the trace decoding and layout work that the other rows' times include.`);
   return { rows, notes };
 }
 
@@ -129,7 +131,7 @@ function runMode(mode: BaselineMode, rec: LiveRecorder, pages: number, finalFram
   }
   return {
     mode: `host-${mode}`, layout: 'packed', granularity: PAGE, label: `host ${mode} (no VM)`,
-    checkpointBytes, overPage: pageBytes ? checkpointBytes / pageBytes : 0, overIdeal: idealBytes ? checkpointBytes / idealBytes : 0,
+    checkpointBytes, ...ratios(checkpointBytes, idealBytes, pageBytes),
     dirtyUnits, faults: costs.faults, exits: {}, tlbMisses: null, walkRefs: null, tableBytes: 0, vaBytes: pages * PAGE,
     seconds: (performance.now() - t0) / 1000, epochs, host: costs,
   };

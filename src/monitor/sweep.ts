@@ -5,6 +5,7 @@
 import type { Layout, EpochStats, MonitorResult } from './engine.ts';
 import type { MonitorMode } from '../layout/space.ts';
 import type { CompareRow } from '../report/types.ts';
+import { exitsTotal } from '../report/table.ts';
 
 export const DEFAULT_COMPARE_GRANULARITIES: (number | 'adaptive')[] = [4096, 1024, 256, 64, 'adaptive'];
 export const DEFAULT_COMPARE_MODES: MonitorMode[] = ['gpt-wp', 'ept-wp', 'ept-dirty', 'pml'];
@@ -50,6 +51,10 @@ export function planJobs(objectAware: boolean, o: PlanOptions): Job[] {
   return jobs;
 }
 
+/** A row's checkpoint bytes against page level and the byte ideal (0 where there is no baseline). */
+export const ratios = (bytes: number, idealBytes: number, pageBytes: number) =>
+  ({ overPage: pageBytes ? bytes / pageBytes : 0, overIdeal: idealBytes ? bytes / idealBytes : 0 });
+
 export const sumAfterBase = (epochs: EpochStats[], f: (e: EpochStats) => number) => epochs.slice(1).reduce((s, e) => s + f(e), 0);
 /** sumAfterBase for counters a backend may not have (null: not counted there) */
 export const sumCounted = (epochs: EpochStats[], f: (e: EpochStats) => number | null) =>
@@ -66,13 +71,13 @@ export function rowOf(job: Job, r: MonitorResult, idealBytes: number, pageBytes:
   for (const e of r.epochs.slice(1)) for (const [k, v] of Object.entries(e.exits)) exits[k] = (exits[k] ?? 0) + v;
   return {
     mode: job.rowMode, layout: job.layout, granularity: job.granularity, label: job.label,
-    checkpointBytes: cb, overPage: pageBytes ? cb / pageBytes : 0, overIdeal: idealBytes ? cb / idealBytes : 0,
+    checkpointBytes: cb, ...ratios(cb, idealBytes, pageBytes),
     dirtyUnits: sumAfterBase(r.epochs, (e) => e.dirtyUnits), faults: sumAfterBase(r.epochs, (e) => e.faults), exits,
     tlbMisses: sumCounted(r.epochs, (e) => e.tlbMisses), walkRefs: sumCounted(r.epochs, (e) => e.walkRefs),
     tableBytes: r.tableBytes, vaBytes: r.vaBytes, seconds: r.seconds,
     epochs: r.epochs.map((e) => ({
       index: e.index, writes: e.writes, idealBytes: e.idealBytes, checkpointBytes: e.checkpointBytes, dirtyUnits: e.dirtyUnits,
-      faults: e.faults, exits: Object.values(e.exits).reduce((s, v) => s + v, 0), tlbMisses: e.tlbMisses, walkRefs: e.walkRefs,
+      faults: e.faults, exits: exitsTotal(e.exits), tlbMisses: e.tlbMisses, walkRefs: e.walkRefs,
       tableBytes: e.tableBytes, vaBytes: e.vaBytes,
     })),
   };
@@ -82,7 +87,7 @@ export function rowOf(job: Job, r: MonitorResult, idealBytes: number, pageBytes:
 export function idealRow(base: MonitorResult, idealBytes: number, pageBytes: number): CompareRow {
   return {
     mode: 'ideal', layout: 'trace', granularity: 1, label: 'byte-exact ideal', checkpointBytes: idealBytes,
-    overPage: pageBytes ? idealBytes / pageBytes : 0, overIdeal: 1, dirtyUnits: 0, faults: 0, exits: {}, tlbMisses: 0, walkRefs: 0,
+    ...ratios(idealBytes, idealBytes, pageBytes), dirtyUnits: 0, faults: 0, exits: {}, tlbMisses: 0, walkRefs: 0,
     tableBytes: 0, vaBytes: 0, seconds: 0,
     epochs: base.epochs.map((e) => ({ index: e.index, writes: e.writes, idealBytes: e.idealBytes, checkpointBytes: e.idealBytes, dirtyUnits: 0, faults: 0, exits: 0, tlbMisses: 0, walkRefs: 0 })),
   };

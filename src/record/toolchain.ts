@@ -8,6 +8,7 @@ import { accessSync, constants, existsSync, mkdirSync, readFileSync, renameSync,
 import { homedir } from 'node:os';
 import { delimiter, dirname, isAbsolute, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ENV_NOOPS, HOST_ALLOC_IMPORTS, WASI_MODULE } from './wasm-imports.ts';
 
 let root: string | undefined;
 
@@ -175,38 +176,22 @@ export function buildPreload(): string {
 }
 
 export interface Workload {
+  /** The program is workloads/NAME.c under the package root. */
   name: string;
-  source: string;
+  /** [SIZE, SEED], the program's own defaults. */
   defaultArgs: string[];
-  description: string;
 }
 
-/** The bundled C workloads; source is relative to the package root, defaultArgs are [SIZE, SEED]. */
+/** The bundled C workloads. */
 export const WORKLOADS: Workload[] = [
-  {
-    name: 'kvstore',
-    source: 'workloads/kvstore.c',
-    defaultArgs: ['12000', '1'],
-    description: 'memcached-like key-value cache: hash table, slab-class items (48-1000 B), LRU eviction, get/set/append/delete',
-  },
-  {
-    name: 'tcdb',
-    source: 'workloads/tcdb.c',
-    defaultArgs: ['8000', '1'],
-    description: 'Tokyo-Cabinet-like on-heap B+tree: records, realloc-grown leaf arrays, index nodes, puts/gets/deletes/range scans',
-  },
-  {
-    name: 'kmeans',
-    source: 'workloads/kmeans.c',
-    defaultArgs: ['1200', '1'],
-    description: 'STAMP-like k-means: point rows, centres, per-pass accumulator arrays, 3 to 5 clusters',
-  },
-  {
-    name: 'vacation',
-    source: 'workloads/vacation.c',
-    defaultArgs: ['2000', '1'],
-    description: 'STAMP-like travel reservations: red-black trees of customers, cars, flights and rooms; reserve/cancel/update',
-  },
+  // memcached-like key-value cache: hash table, slab-class items (48-1000 B), LRU eviction, get/set/append/delete
+  { name: 'kvstore', defaultArgs: ['12000', '1'] },
+  // Tokyo-Cabinet-like on-heap B+tree: records, realloc-grown leaf arrays, index nodes, puts/gets/deletes/range scans
+  { name: 'tcdb', defaultArgs: ['8000', '1'] },
+  // STAMP-like k-means: point rows, centres, per-pass accumulator arrays, 3 to 5 clusters
+  { name: 'kmeans', defaultArgs: ['1200', '1'] },
+  // STAMP-like travel reservations: red-black trees of customers, cars, flights and rooms; reserve/cancel/update
+  { name: 'vacation', defaultArgs: ['2000', '1'] },
 ];
 
 const COMMON_HEADER = 'workloads/common.h';
@@ -215,7 +200,7 @@ const COMMON_HEADER = 'workloads/common.h';
 export function buildWorkload(name: string, target: 'native' | 'wasm'): string {
   const w = WORKLOADS.find((x) => x.name === name);
   if (!w) throw new Error(`unknown workload '${name}': the workloads are ${WORKLOADS.map((x) => x.name).join(', ')}`);
-  const src = join(packageRoot(), w.source);
+  const src = join(packageRoot(), 'workloads', `${w.name}.c`);
   const header = join(packageRoot(), COMMON_HEADER);
   if (target === 'native') {
     const out = join(buildDir(), 'native', name);
@@ -236,14 +221,14 @@ function wasmMallocSource(): string {
 }
 
 /**
- * What a linked module may import: WASI, granule's allocator, and (only with emscripten's own
- * allocator, whose sbrk grows memory) env.emscripten_notify_memory_growth, a notification the host
- * can ignore. Anything else is a C symbol nobody defined.
+ * What a linked (not yet instrumented) module may import: WASI, granule's allocator, and (only
+ * with emscripten's own allocator, whose sbrk grows memory: env.emscripten_notify_memory_growth)
+ * the env notifications the host ignores. Anything else is a C symbol nobody defined.
  */
 function allowedImport(module: string, name: string, hostMalloc: boolean): boolean {
-  if (module === 'wasi_snapshot_preview1') return true;
-  if (hostMalloc) return module === 'granule';
-  return module === 'env' && name === 'emscripten_notify_memory_growth';
+  if (module === WASI_MODULE) return true;
+  if (hostMalloc) return module === 'granule' && HOST_ALLOC_IMPORTS.has(name);
+  return module === 'env' && ENV_NOOPS.has(name);
 }
 
 /**
@@ -282,79 +267,10 @@ export function buildWasm(sources: string[], out: string, opts: { instrument?: b
 }
 
 function checkImports(file: string, what: string, hostMalloc: boolean): void {
-  const foreign = wasmImports(readFileSync(file)).filter((i) => !allowedImport(i.module, i.name, hostMalloc));
+  const imports = WebAssembly.Module.imports(new WebAssembly.Module(readFileSync(file)));
+  const foreign = imports.filter((i) => !allowedImport(i.module, i.name, hostMalloc));
   if (foreign.length)
     throw new BuildError(
       `${what}: the module needs ${foreign.map((i) => `${i.module}.${i.name}`).join(', ')}, which neither libc nor granule's host provides. Define the missing functions in the program's sources`,
     );
-}
-
-export interface WasmImport {
-  module: string;
-  name: string;
-  /** 0 function, 1 table, 2 memory, 3 global, 4 tag */
-  kind: number;
-}
-
-/** The import section of a wasm binary, read without instantiating it. */
-export function wasmImports(bytes: Uint8Array): WasmImport[] {
-  let pos = 8;
-  const fail = (problem: string): never => {
-    throw new Error(`not a valid wasm module: ${problem} at byte offset ${pos}`);
-  };
-  if (bytes.length < 8 || bytes[0] !== 0 || bytes[1] !== 0x61 || bytes[2] !== 0x73 || bytes[3] !== 0x6d) {
-    pos = 0;
-    fail('missing the \\0asm magic');
-  }
-  const u32 = (): number => {
-    let result = 0;
-    for (let shift = 0; shift < 35; shift += 7) {
-      if (pos >= bytes.length) fail('truncated integer');
-      const b = bytes[pos++];
-      result += (b & 0x7f) * 2 ** shift;
-      if (!(b & 0x80)) return result;
-    }
-    return fail('integer too long');
-  };
-  const name = (): string => {
-    const n = u32();
-    if (pos + n > bytes.length) fail('truncated name');
-    const s = new TextDecoder().decode(bytes.subarray(pos, pos + n));
-    pos += n;
-    return s;
-  };
-  const limits = () => {
-    const flags = bytes[pos++];
-    u32();
-    if (flags & 1) u32();
-  };
-  while (pos < bytes.length) {
-    const id = bytes[pos++];
-    const size = u32();
-    const end = pos + size;
-    if (end > bytes.length) fail(`section ${id} runs past the end`);
-    if (id !== 2) {
-      pos = end;
-      continue;
-    }
-    const imports: WasmImport[] = [];
-    for (let n = u32(); n > 0; n--) {
-      const module = name();
-      const field = name();
-      const kind = bytes[pos++];
-      if (kind === 0) u32();
-      else if (kind === 1) {
-        pos++;
-        limits();
-      } else if (kind === 2) limits();
-      else if (kind === 3) pos += 2;
-      else if (kind === 4) {
-        pos++;
-        u32();
-      } else fail(`unknown import kind ${kind}`);
-      imports.push({ module, name: field, kind });
-    }
-    return imports;
-  }
-  return [];
 }

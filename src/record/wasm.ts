@@ -23,6 +23,7 @@ import type { TraceMeta } from '../trace/events.ts';
 import { TraceWriter } from '../trace/writer.ts';
 import type { Codec } from '../trace/writer.ts';
 import { WasmHeap, HeapError, DEFAULT_ALIGN, WASM_PAGE } from './wasm-heap.ts';
+import { ENV_NOOPS, HOST_ALLOC_IMPORTS, INSTRUMENT_IMPORTS, WASI_MODULE } from './wasm-imports.ts';
 
 export const WASM_RECORDER = 'binaryen instrument-memory + @wasmer/wasi 1.2.2 + granule wasm-heap 1';
 /** The page granule monitors; the wasm page size is stored beside it as `wasmPageSize`. */
@@ -67,17 +68,6 @@ export class WasmRecordError extends Error {
     this.name = 'WasmRecordError';
   }
 }
-
-const INSTRUMENT_IMPORTS = new Set([
-  'load_ptr', 'load_val_i32', 'load_val_i64', 'load_val_f32', 'load_val_f64',
-  'store_ptr', 'store_val_i32', 'store_val_i64', 'store_val_f32', 'store_val_f64',
-]);
-/** Emscripten's standalone runtime may import the first to say memory grew; newer binaryen
- *  (e.g. the npm build that assemblyscript brings, version 116+) also instruments memory.grow with
- *  the other two. None of them is an access: they pass their argument through. */
-const ENV_NOOPS = new Set(['emscripten_notify_memory_growth', 'memory_grow_pre', 'memory_grow_post']);
-const HOST_ALLOC_IMPORTS = new Set(['malloc', 'aligned_alloc', 'calloc', 'realloc', 'free']);
-const WASI_MODULE = 'wasi_snapshot_preview1';
 
 /**
  * Checks that `mod` carries binaryen's memory instrumentation and imports nothing this recorder

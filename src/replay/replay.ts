@@ -115,8 +115,6 @@ export class Replayer {
 
   /** Distinct pages touched so far. */
   get pagesTouched(): number { return this.mapped.size; }
-  /** Epochs completed so far. */
-  get epochCount(): number { return this.epochs.length; }
 
   /** Replays one block of events, in order. */
   async block(b: EventBlock): Promise<void> {
@@ -195,11 +193,23 @@ export class Replayer {
     this.mapped.add(page);
   }
 
-  /** Re-arms the monitor on the pages its handler unprotected. */
-  private reprotect(): number {
+  /** Re-arms the monitor on the pages its handler unprotected: one protectGva per run of adjacent pages. */
+  private reprotect(): void {
     const d = this.mmu.dirty();
-    for (const e of d) this.mmu.protectGva(e.addr, 1, true);
-    return d.length;
+    if (d.length === 0) return;
+    const pages = new Float64Array(d.length);
+    for (let i = 0; i < d.length; i++) pages[i] = Number(d[i]!.addr) / PAGE;
+    pages.sort();
+    let first = pages[0]!;
+    let next = first + 1;
+    for (let i = 1; i <= pages.length; i++) {
+      const p = i < pages.length ? pages[i]! : -1;
+      if (p === next - 1) continue; // the same page twice
+      if (p === next) { next++; continue; }
+      this.mmu.protectGva(BigInt(first * PAGE), next - first, true);
+      first = p;
+      next = p + 1;
+    }
   }
 
   private counterArray(): number[] {

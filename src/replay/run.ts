@@ -61,7 +61,9 @@ export async function replayFile(path: string, o: ReplayFileOptions = {}): Promi
     const reader = TraceReader.open(path);
     meta = reader.meta;
     try {
-      for (const b of reader.blocks()) {
+      // One set of buffers for every block: the replayer keeps nothing of a block, and the
+      // generator resumes only once the block has been replayed.
+      for (const b of reader.blocks({ reuse: true })) {
         await replayer.block(b);
         progress?.(reader.position, bytes);
       }

@@ -47,9 +47,6 @@ export class EpochBitmap {
   /** Pages with at least one written byte. */
   get pageCount(): number { return this.pages.size; }
 
-  /** Page numbers (address / 4096) with at least one written byte, in no particular order. */
-  pageNumbers(): IterableIterator<number> { return this.pages.keys(); }
-
   /** Distinct bytes written: the byte-exact ideal. */
   idealBytes(): number {
     let n = 0;

@@ -208,6 +208,17 @@ export function buildCharts(r: CompareResult): ChartSpec[] {
   const along = (t: Track, f: (row: CompareRow) => number | null) => gs.map((g) => (t.rows.has(g) ? f(t.rows.get(g)!) : null));
   const charts: ChartSpec[] = [];
   const gRange = gs.length ? `from ${granularityText(gs[0])} to ${granularityText(gs[gs.length - 1])}` : '';
+  /** Configurations without a fixed granularity, drawn as horizontal lines. */
+  const refs = [...adaptive, ...(page ? [page] : [])];
+  /** A log-log chart against granularity, when it has anything to draw; `what` names it for screen readers. */
+  const granularityChart = (id: string, title: string, yKind: 'bytes' | 'count', yTitle: string, what: string, series: ChartSpec['series'], caption: string) => {
+    if (!series.length) return;
+    const spec: ChartSpec = {
+      id, title, aria: '', xKind: 'granularity', x: gs, yKind, yTitle, ...logBounds(seriesValues(series), yKind === 'bytes' ? 2 : 10), series, caption,
+    };
+    spec.aria = `Line chart of ${what} against granularity ${gRange}, log scales. ${describeSeries(spec)}`;
+    charts.push(spec);
+  };
 
   if (gs.length) {
     // (a) checkpoint bytes
@@ -218,16 +229,10 @@ export function buildCharts(r: CompareResult): ChartSpec[] {
     if (page) items.push({ name: page.label, mode: 'page', kind: 'ref', y: flat(positiveOrNull(page.checkpointBytes)) });
     const idealBytes = ideal?.checkpointBytes ?? r.idealBytes;
     items.push({ name: ideal?.label ?? 'byte ideal', mode: 'ideal', kind: 'ref', y: flat(positiveOrNull(idealBytes)) });
-    const series = merge(items, modes);
-    const spec: ChartSpec = {
-      id: 'chart-bytes', title: 'Checkpoint bytes against granularity', aria: '', xKind: 'granularity', x: gs,
-      yKind: 'bytes', yTitle: 'checkpoint bytes (log scale)', ...logBounds(seriesValues(series), 2), series,
-      caption: 'Totals over all epochs; lower is better. The byte ideal is the floor no monitor can beat; page level is what page protection copies today. '
+    granularityChart('chart-bytes', 'Checkpoint bytes against granularity', 'bytes', 'checkpoint bytes (log scale)', 'checkpoint bytes', merge(items, modes),
+      'Totals over all epochs; lower is better. The byte ideal is the floor no monitor can beat; page level is what page protection copies today. '
         + 'Modes that find the same dirty units copy the same bytes, so their lines coincide and are drawn once under a joint label. '
-        + 'Horizontal lines are configurations without a fixed granularity.',
-    };
-    spec.aria = `Line chart of checkpoint bytes against granularity ${gRange}, log scales. ${describeSeries(spec)}`;
-    charts.push(spec);
+        + 'Horizontal lines are configurations without a fixed granularity.');
 
     // (b) faults and exits
     const stopItems: Item[] = [];
@@ -239,22 +244,14 @@ export function buildCharts(r: CompareResult): ChartSpec[] {
       if (anyE) stopItems.push({ name: t.name, mode: t.mode, kind: 'line', suffix: 'exits', y: exits.map((v) => (v ? v : null)) });
       if (!anyF && !anyE) silent.push(t.name);
     }
-    for (const x of [...adaptive, ...(page ? [page] : [])]) {
+    for (const x of refs) {
       if (x.faults) stopItems.push({ name: x.label, mode: x.mode, kind: 'ref', suffix: 'faults', y: flat(x.faults) });
       if (exitsTotal(x.exits)) stopItems.push({ name: x.label, mode: x.mode, kind: 'ref', suffix: 'exits', y: flat(exitsTotal(x.exits)) });
     }
-    const stops = merge(stopItems, modes);
-    if (stops.length) {
-      const spec: ChartSpec = {
-        id: 'chart-stops', title: 'Faults and VM exits against granularity', aria: '', xKind: 'granularity', x: gs,
-        yKind: 'count', yTitle: 'faults or exits (log scale)', ...logBounds(seriesValues(stops), 10), series: stops,
-        caption: 'Totals over all epochs. Each fault or exit interrupts the program; what one costs depends on the machine (see the Time column). '
-          + `Finer units mean more of them.${silent.length ? ` ${silent.join(', ')}: no faults and no exits at any granularity (not drawn).` : ''}`
-          + ' A zero cannot be drawn on a log scale and leaves a gap.',
-      };
-      spec.aria = `Line chart of faults and VM exits against granularity ${gRange}, log scales. ${describeSeries(spec)}`;
-      charts.push(spec);
-    }
+    granularityChart('chart-stops', 'Faults and VM exits against granularity', 'count', 'faults or exits (log scale)', 'faults and VM exits', merge(stopItems, modes),
+      'Totals over all epochs. Each fault or exit interrupts the program; what one costs depends on the machine (see the Time column). '
+        + `Finer units mean more of them.${silent.length ? ` ${silent.join(', ')}: no faults and no exits at any granularity (not drawn).` : ''}`
+        + ' A zero cannot be drawn on a log scale and leaves a gap.');
   }
 
   // (c) per epoch: the baselines, the finest granularity and adaptive
@@ -294,17 +291,9 @@ export function buildCharts(r: CompareResult): ChartSpec[] {
   if (gs.length) {
     // (d) translation costs: TLB misses, then page-table and address-space size
     const tlbItems: Item[] = ts.map((t) => ({ name: t.name, mode: t.mode, kind: 'line' as const, y: along(t, (x) => positiveOrNull(x.tlbMisses)) }));
-    for (const x of [...adaptive, ...(page ? [page] : [])]) tlbItems.push({ name: x.label, mode: x.mode, kind: 'ref', y: flat(positiveOrNull(x.tlbMisses)) });
-    const tlb = merge(tlbItems, modes);
-    if (tlb.length) {
-      const spec: ChartSpec = {
-        id: 'chart-tlb', title: 'TLB misses against granularity', aria: '', xKind: 'granularity', x: gs,
-        yKind: 'count', yTitle: 'TLB misses (log scale)', ...logBounds(seriesValues(tlb), 10), series: tlb,
-        caption: 'Totals over all epochs. A frame cut into K units is reached through K virtual pages, so finer units need more TLB entries and more page walks.',
-      };
-      spec.aria = `Line chart of TLB misses against granularity ${gRange}, log scales. ${describeSeries(spec)}`;
-      charts.push(spec);
-    }
+    for (const x of refs) tlbItems.push({ name: x.label, mode: x.mode, kind: 'ref', y: flat(positiveOrNull(x.tlbMisses)) });
+    granularityChart('chart-tlb', 'TLB misses against granularity', 'count', 'TLB misses (log scale)', 'TLB misses', merge(tlbItems, modes),
+      'Totals over all epochs. A frame cut into K units is reached through K virtual pages, so finer units need more TLB entries and more page walks.');
     const memItems: Item[] = [];
     for (const t of ts) memItems.push({ name: t.name, mode: t.mode, kind: 'line', suffix: 'PT+EPT', y: along(t, (x) => positiveOrNull(x.tableBytes)) });
     // The address-space lines share their mode's colour; a dash tells them from the table lines.
@@ -313,16 +302,8 @@ export function buildCharts(r: CompareResult): ChartSpec[] {
       memItems.push({ name: page.label, mode: 'page', kind: 'ref', suffix: 'PT+EPT', y: flat(positiveOrNull(page.tableBytes)) });
       memItems.push({ name: page.label, mode: 'page', kind: 'ref', suffix: 'VA', dash: [2, 3], y: flat(positiveOrNull(page.vaBytes)) });
     }
-    const mem = merge(memItems, modes);
-    if (mem.length) {
-      const spec: ChartSpec = {
-        id: 'chart-memory', title: 'Page-table + EPT bytes and address space against granularity', aria: '', xKind: 'granularity', x: gs,
-        yKind: 'bytes', yTitle: 'bytes (log scale)', ...logBounds(seriesValues(mem), 2), series: mem,
-        caption: 'Solid: guest page tables plus EPT. Dashed: virtual address space mapped. Both grow as K = 4096 / granularity; no physical memory is duplicated.',
-      };
-      spec.aria = `Line chart of page-table plus EPT bytes and virtual address space against granularity ${gRange}, log scales. ${describeSeries(spec)}`;
-      charts.push(spec);
-    }
+    granularityChart('chart-memory', 'Page-table + EPT bytes and address space against granularity', 'bytes', 'bytes (log scale)', 'page-table plus EPT bytes and virtual address space', merge(memItems, modes),
+      'Solid: guest page tables plus EPT. Dashed: virtual address space mapped. Both grow as K = 4096 / granularity; no physical memory is duplicated.');
   }
   return charts;
 }

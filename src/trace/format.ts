@@ -1,7 +1,6 @@
 // Layout of granule's binary trace file (docs/trace-format.md is the byte-exact description; keep
 // the two in step), the varint helpers shared by the writer and the reader, and the argument checks
 // every EventSink that stores events applies, so a bad event fails the same way everywhere.
-import { crc32 as codecCrc32 } from './codec.ts';
 import { ADDR_LIMIT, EV_NAMES } from './events.ts';
 
 /**
@@ -103,16 +102,7 @@ export function putSvarint(buf: Uint8Array, pos: number, d: number): number {
   return putUvarint(buf, pos, Math.floor(d / 64));
 }
 
-/** Size in bytes of putUvarint(v). */
-export function uvarintBytes(v: number): number {
-  let n = 1;
-  while (v >= 128) { v = Math.floor(v / 128); n++; }
-  return n;
-}
-
-export function crc32(data: Uint8Array, initial = 0): number {
-  return codecCrc32(data, initial);
-}
+export { crc32 } from './codec.ts';
 
 /** u64 fields hold counts below 2^53: written as two little-endian u32 halves. */
 export function putU64(view: DataView, off: number, v: number): void {

@@ -3,13 +3,13 @@
 // is allocated, every checksum checked before anything is decoded.
 import { openFileSource, BytesSource, type ByteSource } from './source.ts';
 import { inflateRaw, brotliDecompress } from './codec.ts';
-import { ADDR_LIMIT, EV_KINDS, TraceError } from './events.ts';
+import { ADDR_LIMIT, EV_ALLOC, EV_EPOCH, EV_FETCH, EV_FREE, EV_KINDS, EV_REALLOC, EV_THREAD, TraceError } from './events.ts';
 import type { EventBlock, KindCounts, TraceEvent, TraceMeta } from './events.ts';
 import { allocBlock, eventAt } from './block.ts';
 import {
-  ALIGN_CODE_EXPLICIT, CHUNK_HEADER_BYTES, CODEC_BROTLI, CODEC_DEFLATE, CODEC_NAMES, CODEC_NONE, FILE_HEADER_BYTES, MAGIC,
+  ALIGN_CODE_EXPLICIT, ALIGN_CODE_SHIFT, CHUNK_HEADER_BYTES, CODEC_BROTLI, CODEC_DEFLATE, CODEC_NAMES, CODEC_NONE, FILE_HEADER_BYTES, MAGIC,
   MAX_CHUNK_EVENTS, MAX_CHUNK_RAW, MAX_CHUNK_STORED, MAX_META_BYTES, MAX_VALUE_BYTES, MAX_VARINT_BYTES, REC_CHUNK, REC_END,
-  SIZE_CODE_EXPLICIT, TAG_VALUE, VERSION_MAJOR, crc32, cursorAfter, endRecordBytes, getU64, hex, metaProblem,
+  SIZE_CODE_EXPLICIT, SIZE_CODE_SHIFT, TAG_KIND_MASK, TAG_VALUE, VERSION_MAJOR, crc32, cursorAfter, endRecordBytes, getU64, hex, metaProblem,
 } from './format.ts';
 
 const CORRUPT = 'the file is damaged; restore it from a copy or re-record it';
@@ -335,9 +335,9 @@ function decodePayload(raw: Uint8Array, count: number, b: EventBlock): void {
   for (let i = 0; i < count; i++) {
     if (p >= end) throw new PayloadError(p, i, `payload ends after ${i} of ${count} events`);
     const tag = raw[p++];
-    const kind = tag & 0x0f;
+    const kind = tag & TAG_KIND_MASK;
     kindCol[i] = kind;
-    if (kind <= 3) {
+    if (kind <= EV_FETCH) {
       let delta: number;
       const b0 = p < end ? raw[p] : 0x80;
       if (b0 < 0x80) {
@@ -347,10 +347,10 @@ function decodePayload(raw: Uint8Array, count: number, b: EventBlock): void {
         delta = readSvarint(raw, p, end, i);
         p = rp;
       }
-      const fetch = kind === 3;
+      const fetch = kind === EV_FETCH;
       const addr = (fetch ? fetchCur : dataCur) + delta;
       if (!(addr >= 0 && addr < ADDR_LIMIT)) badAddr(p, i, addr);
-      const code = tag >> 5;
+      const code = tag >> SIZE_CODE_SHIFT;
       let size: number;
       if (code !== SIZE_CODE_EXPLICIT) {
         size = 1 << code;
@@ -374,9 +374,9 @@ function decodePayload(raw: Uint8Array, count: number, b: EventBlock): void {
       continue;
     }
     valCol[i] = -1;
-    const high = tag >> 4;
+    const high = tag >> ALIGN_CODE_SHIFT;
     switch (kind) {
-      case 4: { // alloc
+      case EV_ALLOC: {
         let log = high;
         if (log === ALIGN_CODE_EXPLICIT) {
           if (p >= end) throw new PayloadError(p, i, 'payload ends inside an event');
@@ -393,7 +393,7 @@ function decodePayload(raw: Uint8Array, count: number, b: EventBlock): void {
         heapCur = cursorAfter(addr, size);
         break;
       }
-      case 5: { // free
+      case EV_FREE: {
         if (high !== 0) reserved(p, i, tag);
         const addr = heapCur + readSvarint(raw, p, end, i);
         p = rp;
@@ -404,7 +404,7 @@ function decodePayload(raw: Uint8Array, count: number, b: EventBlock): void {
         heapCur = addr;
         break;
       }
-      case 6: { // realloc
+      case EV_REALLOC: {
         if (high !== 0) reserved(p, i, tag);
         const addr = heapCur + readSvarint(raw, p, end, i);
         if (!(addr >= 0 && addr < ADDR_LIMIT)) badAddr(rp, i, addr);
@@ -418,13 +418,13 @@ function decodePayload(raw: Uint8Array, count: number, b: EventBlock): void {
         heapCur = cursorAfter(newAddr, size);
         break;
       }
-      case 7: // epoch
+      case EV_EPOCH:
         if (high !== 0) reserved(p, i, tag);
         addrCol[i] = 0;
         sizeCol[i] = 0;
         argCol[i] = 0;
         break;
-      case 8: // thread
+      case EV_THREAD:
         if (high !== 0) reserved(p, i, tag);
         addrCol[i] = 0;
         sizeCol[i] = 0;

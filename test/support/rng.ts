@@ -1,7 +1,10 @@
-// A seeded generator for randomized tests and the benchmarks as a plain function (src/rng.ts).
+// src/rng.ts's Rng as a plain function, for randomized tests written around `r()`: each call is
+// the next float in [0, 1), and r.bytes(n) takes n random bytes from the same stream.
 import { Rng } from '../../src/rng.ts';
 
-export function rng(seed: number): () => number {
+export type SeededRandom = (() => number) & { bytes(n: number): Uint8Array };
+
+export function rng(seed: number): SeededRandom {
   const r = new Rng(seed);
-  return () => r.float();
+  return Object.assign(() => r.float(), { bytes: (n: number) => r.bytes(n) });
 }
